@@ -1,0 +1,278 @@
+"""The contract between the harness and its plugins.
+
+Methods and tasks import only this module from the harness. It holds:
+- the plugin base classes ``Method`` and ``Task`` and their frozen configs,
+- the contexts the harness hands them (``ApplyContext``, ``EvalContext``),
+- the typed run description ``RunSpec`` and the stored result ``RunRecord``.
+
+Nothing here imports torch at module level, so validating a spec stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+Family = Literal[
+    "baseline", "pruning", "quantization", "sparse_attention", "activation_sparsity", "kv_cache"
+]
+Direction = Literal["lower", "higher", "none"]
+KernelChoice = Literal["auto", "ref", "fast"]
+Status = Literal["ok", "failed", "skipped"]
+
+SCHEMA_VERSION = 2
+
+
+class PluginConfig(BaseModel):
+    """Frozen, JSON-round-trippable config of a method or task.
+
+    ``version`` is a class constant, bumped whenever the numerics of the plugin change;
+    it is written beside the fields so records made by different versions never compare.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    version: ClassVar[int] = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.model_dump(mode="json"), "version": self.version}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PluginConfig:
+        data = dict(data)
+        data.pop("version", None)
+        return cls.model_validate(data)
+
+
+class MethodConfig(PluginConfig):
+    """Base of every ``<Name>Config`` of a method."""
+
+
+class TaskConfig(PluginConfig):
+    """Base of every ``<Name>Config`` of a task."""
+
+
+class Metric(BaseModel):
+    """One measured number with its uncertainty and the direction that is better."""
+
+    model_config = ConfigDict(frozen=True)
+    value: float
+    stderr: float | None = None
+    direction: Direction = "none"
+    n: int | None = None
+    unit: str | None = None
+
+
+T = TypeVar("T")
+Progress = Callable[..., Iterator[Any]]
+
+
+def no_progress(iterable: Iterable[T], **_: Any) -> Iterator[T]:
+    """The progress hook used when nobody watches (tests, library use)."""
+    yield from iterable
+
+
+@dataclass
+class ApplyContext:
+    """What a method gets besides the model: calibration token batches and where to run.
+
+    ``calibration`` is a list of LongTensor batches ``[batch, seq_len]`` drawn from the
+    calibration split of the shipped text (``None`` for methods that need none).
+    ``progress(iterable, desc=..., total=...)`` wraps long loops in a progress bar.
+    """
+
+    device: str = "cpu"
+    kernel: KernelChoice = "auto"
+    calibration: list[torch.Tensor] | None = None
+    seed: int = 0
+    progress: Progress = no_progress
+
+
+@dataclass
+class EvalContext:
+    """What a task gets: the evaluation split of the text and the tokenizer."""
+
+    text: str
+    tokenizer: Any
+    device: str = "cpu"
+    seed: int = 0
+    progress: Progress = no_progress
+
+
+@dataclass
+class MethodResult:
+    """What ``Method.apply_`` reports: extra metrics and which kernel implementations ran."""
+
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    kernels: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Method(ABC):
+    """A compression method: transforms a model in place.
+
+    Subclasses set the class attributes and implement ``apply_``. Methods never time or
+    log themselves; the harness measures the model they leave behind.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[Family]
+    description: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]]
+    needs_calibration: ClassVar[bool] = False
+    paper: ClassVar[str | None] = None
+
+    def __init__(self, config: MethodConfig):
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{self.name} expects {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    def unsupported_reason(self, hardware: dict[str, Any]) -> str | None:
+        """Return why this method cannot run on ``hardware`` (then the run is skipped), or None."""
+        return None
+
+    @abstractmethod
+    def apply_(self, model: Any, ctx: ApplyContext) -> MethodResult:
+        """Transform ``model`` in place."""
+
+
+class Task(ABC):
+    """An evaluation task: reads a model, returns metrics. Tasks never modify the model."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type[TaskConfig]]
+
+    def __init__(self, config: TaskConfig):
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{self.name} expects {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    @abstractmethod
+    def evaluate(self, model: Any, ctx: EvalContext) -> dict[str, Metric]:
+        """Evaluate ``model``; metric names should be prefixed by nothing task-specific
+        (the harness prefixes them with the task name where needed)."""
+
+
+# --------------------------------------------------------------------------- run spec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelRef(_Strict):
+    """Which model: an alias (``llama``), a hub id, or a local directory."""
+
+    name: str = "llama"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    revision: str | None = None
+
+
+class MethodSpec(_Strict):
+    name: str = "dense"
+    family: str | None = None  # filled in when the spec is resolved against the registry
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskSpec(_Strict):
+    name: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class CalibrationSpec(_Strict):
+    """Calibration batches for methods that need activations (Wanda, SparseGPT, GPTQ...)."""
+
+    samples: int = Field(32, ge=1, le=4096)
+    seq_len: int = Field(512, ge=8, le=131072)
+    batch_size: int = Field(8, ge=1)
+
+
+class MeasureSpec(_Strict):
+    """Latency/memory measurement: warm-up, repetitions and the batch x sequence grid."""
+
+    enabled: bool = True
+    warmup: int = Field(2, ge=0)
+    repetitions: int = Field(5, ge=1)
+    batch_sizes: tuple[int, ...] = (1,)
+    prefill_lengths: tuple[int, ...] = (128,)
+    decode_context: int = Field(128, ge=1)
+    decode_tokens: int = Field(16, ge=1)
+
+    @field_validator("batch_sizes", "prefill_lengths")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(x < 1 for x in v):
+            raise ValueError("must be a non-empty list of positive integers")
+        return v
+
+
+DEFAULT_TASKS: tuple[TaskSpec, ...] = (TaskSpec(name="perplexity"), TaskSpec(name="lastword"))
+
+
+class RunSpec(_Strict):
+    """Everything that defines a run. Its ``key()`` identifies results that may be compared."""
+
+    model: ModelRef = ModelRef()
+    method: MethodSpec = MethodSpec()
+    tasks: tuple[TaskSpec, ...] = DEFAULT_TASKS
+    corpus: str = "default"
+    profile: str = "auto"
+    calibration: CalibrationSpec | None = CalibrationSpec()
+    measure: MeasureSpec = MeasureSpec()
+    kernel: KernelChoice = "auto"
+    seed: int = 0
+
+    def key(self) -> str:
+        """Stable content hash of the spec (resolve it first so defaults are explicit)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- run record
+
+
+class MetricInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stderr: float | None = None
+    direction: Direction = "none"
+    n: int | None = None
+    unit: str | None = None
+
+
+class RunRecord(BaseModel):
+    """One run's stored result. Written once, never rewritten (see ``sparsebench.store``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    spec_key: str
+    created_at: str
+    status: Status
+    error: str | None = None
+    reason: str | None = None
+    spec: dict[str, Any]
+    metrics: dict[str, float] = Field(default_factory=dict)
+    metric_info: dict[str, MetricInfo] = Field(default_factory=dict)
+    samples: dict[str, list[float]] = Field(default_factory=dict)
+    env: dict[str, Any] = Field(default_factory=dict)
+    hardware: dict[str, Any] = Field(default_factory=dict)
+    kernels: dict[str, str] = Field(default_factory=dict)
+    phases: dict[str, float] = Field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    def add_metric(self, name: str, metric: Metric) -> None:
+        self.metrics[name] = float(metric.value)
+        self.metric_info[name] = MetricInfo(
+            stderr=metric.stderr, direction=metric.direction, n=metric.n, unit=metric.unit
+        )

@@ -1,0 +1,258 @@
+"""RunSpec -> RunRecord: load, compress, evaluate, measure, store, log.
+
+A method run is always accompanied by its dense baseline in the same setting (same model,
+tasks, profile, measurement). The baseline is reused when a record with the same spec key
+was made on the same machine; otherwise it is measured first, in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .api import ApplyContext, EvalContext, Metric, RunRecord, RunSpec
+from .environment import environment
+from .errors import UsageError
+from .profiles.hardware import fingerprint, machine_info
+from .resolve import Resolved, baseline_of, resolve
+from .store import ResultsStore, new_run_id
+
+
+def tqdm_progress(enabled: bool) -> Callable[..., Iterator[Any]]:
+    from tqdm.auto import tqdm
+
+    def progress(iterable: Any, desc: str = "", total: int | None = None, leave: bool = True) -> Iterator[Any]:
+        return iter(tqdm(iterable, desc=desc, total=total, leave=leave, file=sys.stderr,
+                         disable=not enabled, dynamic_ncols=True))
+
+    return progress
+
+
+class Runner:
+    def __init__(
+        self,
+        results: str | Path = "results",
+        *,
+        sinks: list[Any] | None = None,
+        progress: bool = True,
+        reuse_baseline: bool = True,
+        save_model: str | Path | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.store = ResultsStore(results)
+        self.sinks = sinks or []
+        self.progress = tqdm_progress(progress)
+        self.reuse_baseline = reuse_baseline
+        self.save_model = Path(save_model) if save_model else None
+        self.log = log or (lambda msg: print(f"[sparsebench] {msg}", file=sys.stderr))
+        self.machine = fingerprint(machine_info())
+        self._texts: dict[str, Any] = {}
+        self.sink_errors: list[str] = []
+
+    # ------------------------------------------------------------------ public
+
+    def run(self, spec: RunSpec) -> list[RunRecord]:
+        """Run ``spec`` (and its dense baseline); returns [baseline, method] or [dense]."""
+        resolved = resolve(spec, self.machine)
+        if self.save_model and self.save_model.exists() and any(self.save_model.iterdir()):
+            raise UsageError(f"--save-model directory '{self.save_model}' exists and is not empty; "
+                             "choose a new directory so nothing is overwritten.")
+        # Read every existing record now: a corrupt or newer-schema record is reported
+        # before any work, and nothing in results/ is modified.
+        self.store.all()
+        records: list[RunRecord] = []
+        baseline_ref = None
+        if resolved.spec.method.name != "dense":
+            base_spec = baseline_of(resolved.spec)
+            base = resolve(base_spec, self.machine)
+            prior = (self.store.find_ok(base.spec.key(), self.machine["id"])
+                     if self.reuse_baseline else None)
+            if prior is not None:
+                self.log(f"reusing dense baseline {prior.run_id} (same spec key and machine)")
+                records.append(prior)
+                baseline_ref = {"run_id": prior.run_id, "spec_key": prior.spec_key, "reused": True}
+            else:
+                self.log("measuring the dense baseline")
+                rec = self._execute(base, baseline=None, save=False)
+                records.append(rec)
+                baseline_ref = {"run_id": rec.run_id, "spec_key": rec.spec_key, "reused": False}
+        self.log(f"running method '{resolved.spec.method.name}'")
+        records.append(self._execute(resolved, baseline=baseline_ref, save=True))
+        return records
+
+    # ------------------------------------------------------------------ one run
+
+    def _execute(self, r: Resolved, baseline: dict[str, Any] | None, save: bool) -> RunRecord:
+        import torch
+
+        from .measure import memory
+
+        spec = r.spec
+        rec = RunRecord(
+            run_id=new_run_id(spec.method.name),
+            spec_key=spec.key(),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            status="ok",
+            spec=spec.model_dump(mode="json"),
+            env={**environment(), "model_source": r.source.describe()},
+            hardware={"profile": r.profile.id, "profile_def": r.profile.model_dump(mode="json"),
+                      "fingerprint": self.machine},
+            baseline=baseline,
+        )
+        skip = self._skip_reason(r)
+        if skip:
+            rec.status, rec.reason = "skipped", skip
+            self.log(f"skipped: {skip}")
+            return self._finish(rec)
+        device = r.device
+        if device == "cpu":
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+        rec.hardware["torch_threads"] = torch.get_num_threads()
+        torch.manual_seed(spec.seed)
+        memory.reset_peak(device)
+        try:
+            with self._phase(rec, "load_model"):
+                dtype = getattr(torch, spec.model.dtype)
+                model, tok = r.source.load(dtype, device)
+            rec.env["model_class"] = type(model).__name__
+            rec.add_metric("model_parameters", Metric(value=sum(p.numel() for p in model.parameters())))
+            with self._phase(rec, "load_data"):
+                texts = self._corpus(spec.corpus)
+                calib = self._calibration(texts, tok, spec) if r.method.needs_calibration else None
+            rec.env["corpus"] = texts.card
+            ctx = ApplyContext(device=device, kernel=spec.kernel, calibration=calib, seed=spec.seed,
+                               progress=self.progress)
+            with self._phase(rec, "apply"):
+                result = r.method.apply_(model, ctx)
+            for name, m in result.metrics.items():
+                rec.add_metric(name, m)
+            rec.kernels.update(result.kernels)
+            rec.notes.extend(result.notes)
+            self._model_metrics(rec, model)
+            for task in r.tasks:
+                with self._phase(rec, f"task:{task.name}"):
+                    ectx = EvalContext(text=texts.evaluation, tokenizer=tok, device=device,
+                                       seed=spec.seed, progress=self.progress)
+                    for name, m in task.evaluate(model, ectx).items():
+                        if name in rec.metrics:
+                            raise RuntimeError(f"task {task.name} reports metric {name} twice")
+                        rec.add_metric(name, m)
+            for k, v in memory.read_peak(device).items():
+                rec.add_metric(k, Metric(value=v, direction="lower", unit="bytes"))
+            if spec.measure.enabled:
+                with self._phase(rec, "latency"):
+                    self._latency(rec, model, tok, texts, spec, device)
+            if save and self.save_model:
+                with self._phase(rec, "save_model"):
+                    self._save(model, tok, rec)
+        except Exception as exc:  # a failing method or task becomes a 'failed' record
+            rec.status = "failed"
+            rec.error = f"{type(exc).__name__}: {exc}"
+            rec.notes.append(traceback.format_exc(limit=20))
+            self.log(f"run failed: {rec.error}")
+        return self._finish(rec)
+
+    def _skip_reason(self, r: Resolved) -> str | None:
+        if r.profile.device == "cuda" and not self.machine.get("cuda_available"):
+            return f"no CUDA device: profile '{r.profile.id}' needs one"
+        return r.method.unsupported_reason(self.machine)
+
+    def _finish(self, rec: RunRecord) -> RunRecord:
+        path = self.store.write(rec)
+        self.log(f"wrote {path}")
+        for sink in self.sinks:
+            try:
+                sink.log(rec)
+            except Exception as exc:  # the record on disk is the source of truth
+                msg = f"{type(sink).__name__} could not log {rec.run_id}: {type(exc).__name__}: {exc}"
+                self.sink_errors.append(msg)
+                self.log(msg)
+        return rec
+
+    @contextmanager
+    def _phase(self, rec: RunRecord, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            rec.phases[name] = round(time.perf_counter() - t0, 4)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _corpus(self, corpus_id: str) -> Any:
+        if corpus_id not in self._texts:
+            from .data import resolve_corpus
+
+            self._texts[corpus_id] = resolve_corpus(corpus_id).load()
+        return self._texts[corpus_id]
+
+    def _calibration(self, texts: Any, tok: Any, spec: RunSpec) -> list[Any]:
+        import torch
+
+        cal = spec.calibration
+        assert cal is not None
+        ids = texts.calibration_ids(tok)
+        if ids.numel() <= cal.seq_len:
+            raise UsageError(f"The calibration text has {ids.numel()} tokens, too few for seq_len={cal.seq_len}.")
+        gen = torch.Generator().manual_seed(spec.seed)
+        starts = torch.randint(0, ids.numel() - cal.seq_len, (cal.samples,), generator=gen)
+        rows = torch.stack([ids[s: s + cal.seq_len] for s in starts.tolist()])
+        return list(rows.split(cal.batch_size))
+
+    def _model_metrics(self, rec: RunRecord, model: Any) -> None:
+        from .measure.memory import stored_bytes
+        from .measure.sparsity import weight_sparsity
+
+        sp, zeros, total = weight_sparsity(model)
+        rec.add_metric("weight_sparsity", Metric(value=sp, direction="none", n=total))
+        rec.add_metric("zero_weights", Metric(value=zeros))
+        rec.add_metric("model_stored_bytes", Metric(value=stored_bytes(model), direction="lower", unit="bytes"))
+
+    def _latency(self, rec: RunRecord, model: Any, tok: Any, texts: Any, spec: RunSpec, device: str) -> None:
+        from .measure import memory
+        from .measure.latency import latency_metrics, measure_decode, measure_prefill
+
+        m = spec.measure
+        need = max(max(m.batch_sizes) * max(max(m.prefill_lengths), m.decode_context), 64)
+        ids = texts.evaluation_ids(tok, limit=need)
+        memory.reset_peak(device)
+        for b in m.batch_sizes:
+            for s in m.prefill_lengths:
+                samples = measure_prefill(model, ids, batch=b, seq=s, warmup=m.warmup,
+                                          repetitions=m.repetitions, device=device, progress=self.progress)
+                self._timing(rec, f"prefill_b{b}_s{s}", samples, latency_metrics)
+            samples = measure_decode(model, ids, batch=b, context=m.decode_context, tokens=m.decode_tokens,
+                                     warmup=m.warmup, repetitions=m.repetitions, device=device,
+                                     progress=self.progress)
+            self._timing(rec, f"decode_b{b}_c{m.decode_context}", samples, latency_metrics)
+        for k, v in memory.read_peak(device).items():
+            rec.add_metric(f"inference_{k}", Metric(value=v, direction="lower", unit="bytes"))
+        rec.kernels.setdefault("timer", "cuda_events" if device == "cuda" else "perf_counter_ns")
+
+    def _timing(self, rec: RunRecord, name: str, samples: list[float], summarize: Callable[..., dict[str, float]]) -> None:
+        from .measure.stats import summarize as stats
+
+        rec.samples[f"{name}_ms"] = [round(x, 4) for x in samples]
+        st = stats(samples)
+        for k, v in summarize(name, samples).items():
+            rec.add_metric(k, Metric(value=v, stderr=st["sem"] if k.endswith("mean") else None,
+                                     direction="lower", n=len(samples), unit="ms"))
+
+    def _save(self, model: Any, tok: Any, rec: RunRecord) -> None:
+        import json
+
+        assert self.save_model is not None
+        self.save_model.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(self.save_model, safe_serialization=True)
+        tok.save_pretrained(self.save_model)
+        (self.save_model / "sparsebench_run.json").write_text(
+            json.dumps({"run_id": rec.run_id, "spec_key": rec.spec_key, "spec": rec.spec}, indent=1)
+        )
+        rec.notes.append(f"model saved to {self.save_model.resolve()}")

@@ -1,0 +1,1 @@
+"""Where finished records are sent besides ``results/`` (MLflow). Imported only when used."""

@@ -1,0 +1,1 @@
+"""Built-in evaluation tasks. Found by the harness only via entry points."""
