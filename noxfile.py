@@ -37,6 +37,13 @@ def bench(session: nox.Session) -> None:
     session.run("sparsebench", "run", *session.posargs)
 
 
+@nox.session(python=PYTHON, name="bench-gpu")
+def bench_gpu(session: nox.Session) -> None:
+    """Dense + methods on real-config shape models (random weights) on this machine's GPU."""
+    _install(session)
+    session.run("python", "-m", "sparsebench.benchgpu", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite (Triton kernels run under the CPU interpreter)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -15,6 +16,9 @@ PACKAGES = ("sparsebench", "torch", "transformers", "accelerate", "gguf", "safet
 
 def git_state(where: Path | None = None) -> dict[str, Any]:
     """``sha`` and ``dirty`` of the checkout holding the code (None outside a git checkout)."""
+    if os.environ.get("SPARSEBENCH_GIT_SHA"):  # a copy of the tree without .git (e.g. a GPU box)
+        return {"sha": os.environ["SPARSEBENCH_GIT_SHA"],
+                "dirty": os.environ.get("SPARSEBENCH_GIT_DIRTY", "unknown") == "1", "source": "env"}
     where = where or Path(__file__).resolve().parent
     def git(*args: str) -> str | None:
         try:

@@ -54,6 +54,7 @@ class Runner:
         self.log = log or (lambda msg: print(f"[sparsebench] {msg}", file=sys.stderr))
         self.machine = fingerprint(machine_info())
         self._texts: dict[str, Any] = {}
+        self._ceiling_values: dict[str, float] | None = None
         self.sink_errors: list[str] = []
 
     # ------------------------------------------------------------------ public
@@ -123,10 +124,12 @@ class Runner:
                 model, tok = r.source.load(dtype, device)
             rec.env["model_class"] = type(model).__name__
             rec.add_metric("model_parameters", Metric(value=sum(p.numel() for p in model.parameters())))
+            shape_only = r.source.random_weights
             with self._phase(rec, "load_data"):
-                texts = self._corpus(spec.corpus)
-                calib = self._calibration(texts, tok, spec) if r.method.needs_calibration else None
-            rec.env["corpus"] = texts.card
+                texts = None if shape_only else self._corpus(spec.corpus)
+                calib = self._calibration(texts, tok, spec, model) if r.method.needs_calibration else None
+            if texts is not None:
+                rec.env["corpus"] = texts.card
             ctx = ApplyContext(device=device, kernel=spec.kernel, calibration=calib, seed=spec.seed,
                                progress=self.progress)
             with self._phase(rec, "apply"):
@@ -136,7 +139,9 @@ class Runner:
             rec.kernels.update(result.kernels)
             rec.notes.extend(result.notes)
             self._model_metrics(rec, model)
-            for task in r.tasks:
+            if shape_only and r.tasks:
+                rec.notes.append("tasks not evaluated: random weights (shape model) give no accuracy")
+            for task in ([] if shape_only else r.tasks):
                 with self._phase(rec, f"task:{task.name}"):
                     ectx = EvalContext(text=texts.evaluation, tokenizer=tok, device=device,
                                        seed=spec.seed, progress=self.progress)
@@ -157,6 +162,13 @@ class Runner:
             rec.error = f"{type(exc).__name__}: {exc}"
             rec.notes.append(traceback.format_exc(limit=20))
             self.log(f"run failed: {rec.error}")
+        finally:
+            model = None  # free the model before the next run (matters for 16 GB on a GPU)
+            import gc
+
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
         return self._finish(rec)
 
     def _skip_reason(self, r: Resolved) -> str | None:
@@ -193,11 +205,15 @@ class Runner:
             self._texts[corpus_id] = resolve_corpus(corpus_id).load()
         return self._texts[corpus_id]
 
-    def _calibration(self, texts: Any, tok: Any, spec: RunSpec) -> list[Any]:
+    def _calibration(self, texts: Any, tok: Any, spec: RunSpec, model: Any) -> list[Any]:
         import torch
 
         cal = spec.calibration
         assert cal is not None
+        if texts is None:  # shape model: no tokenizer, random ids suffice for its latency
+            gen = torch.Generator().manual_seed(spec.seed)
+            rows = torch.randint(0, model.config.vocab_size, (cal.samples, cal.seq_len), generator=gen)
+            return list(rows.split(cal.batch_size))
         ids = texts.calibration_ids(tok)
         if ids.numel() <= cal.seq_len:
             raise UsageError(f"The calibration text has {ids.numel()} tokens, too few for seq_len={cal.seq_len}.")
@@ -216,25 +232,60 @@ class Runner:
         rec.add_metric("model_stored_bytes", Metric(value=stored_bytes(model), direction="lower", unit="bytes"))
 
     def _latency(self, rec: RunRecord, model: Any, tok: Any, texts: Any, spec: RunSpec, device: str) -> None:
+        import torch
+
         from .measure import memory
         from .measure.latency import latency_metrics, measure_decode, measure_prefill
 
         m = spec.measure
         need = max(max(m.batch_sizes) * max(max(m.prefill_lengths), m.decode_context), 64)
-        ids = texts.evaluation_ids(tok, limit=need)
+        if texts is not None:
+            ids = texts.evaluation_ids(tok, limit=need)
+        else:
+            gen = torch.Generator().manual_seed(spec.seed)
+            ids = torch.randint(0, model.config.vocab_size, (need,), generator=gen)
+        if device == "cuda":
+            rec.hardware.setdefault("measured", self._ceilings())
         memory.reset_peak(device)
         for b in m.batch_sizes:
             for s in m.prefill_lengths:
                 samples = measure_prefill(model, ids, batch=b, seq=s, warmup=m.warmup,
                                           repetitions=m.repetitions, device=device, progress=self.progress)
                 self._timing(rec, f"prefill_b{b}_s{s}", samples, latency_metrics)
-            samples = measure_decode(model, ids, batch=b, context=m.decode_context, tokens=m.decode_tokens,
-                                     warmup=m.warmup, repetitions=m.repetitions, device=device,
-                                     progress=self.progress)
-            self._timing(rec, f"decode_b{b}_c{m.decode_context}", samples, latency_metrics)
+            name = f"decode_b{b}_c{m.decode_context}"
+            kw = dict(batch=b, context=m.decode_context, tokens=m.decode_tokens, warmup=m.warmup,
+                      repetitions=m.repetitions, progress=self.progress)
+            if device == "cuda":
+                from .measure.ceilings import decode_bytes_per_token
+                from .measure.decode_graph import measure_decode_graphed
+
+                try:
+                    samples = measure_decode_graphed(model, ids, **kw)
+                    rec.kernels["decode_step"] = "cuda_graph(static_cache)"
+                except Exception as exc:  # some models' forward cannot be captured
+                    rec.notes.append(f"CUDA graph capture failed ({type(exc).__name__}: {exc}); eager decode timed")
+                    rec.kernels["decode_step"] = "eager(dynamic_cache)"
+                    samples = measure_decode(model, ids, device=device, **kw)
+                self._timing(rec, name, samples, latency_metrics)
+                nbytes = decode_bytes_per_token(model, b, m.decode_context)
+                bw = rec.hardware["measured"]["copy_bandwidth_gbs"] * 1e9
+                p50 = rec.metrics[f"{name}_ms_p50"] * 1e-3
+                rec.add_metric(f"{name}_bytes_per_token", Metric(value=nbytes, unit="bytes"))
+                rec.add_metric(f"{name}_roofline_fraction", Metric(value=nbytes / p50 / bw, direction="higher"))
+            else:
+                samples = measure_decode(model, ids, device=device, **kw)
+                self._timing(rec, name, samples, latency_metrics)
         for k, v in memory.read_peak(device).items():
             rec.add_metric(f"inference_{k}", Metric(value=v, direction="lower", unit="bytes"))
         rec.kernels.setdefault("timer", "cuda_events" if device == "cuda" else "perf_counter_ns")
+
+    def _ceilings(self) -> dict[str, float]:
+        if self._ceiling_values is None:
+            from .measure.ceilings import measure_ceilings
+
+            self.log("measuring copy bandwidth and bf16 GEMM rate of this GPU")
+            self._ceiling_values = measure_ceilings()
+        return self._ceiling_values
 
     def _timing(self, rec: RunRecord, name: str, samples: list[float], summarize: Callable[..., dict[str, float]]) -> None:
         from .measure.stats import summarize as stats

@@ -21,6 +21,7 @@ class ModelSource(ABC):
     """Something that can produce ``(model, tokenizer)``."""
 
     name: str  # canonical name written into the spec
+    random_weights = False  # True for shape models: no accuracy may be measured on them
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -121,17 +122,24 @@ def known_models() -> dict[str, str]:
     """Alias -> one-line description, for ``sparsebench ls models``."""
     from .packaged import PACKAGED
 
+    from .shape import shape_names
+
     out = {}
     for model in PACKAGED.values():
         for alias in model.aliases:
             out[alias] = model.description
+    for name in shape_names():
+        out[name] = "real architecture config, random weights (latency and memory only)"
     return out
 
 
 def resolve_model(name: str, revision: str | None = None) -> ModelSource:
     """Map a user's model name to a source, or raise a ``UsageError`` that says what is allowed."""
     from .packaged import PACKAGED, PackagedGGUF
+    from .shape import PREFIX, ShapeModel
 
+    if name.startswith(PREFIX):
+        return ShapeModel(name)
     for model in PACKAGED.values():
         if name in model.aliases:
             return PackagedGGUF(model)

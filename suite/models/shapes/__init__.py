@@ -1,0 +1,1 @@
+"""Real architecture configs ("shape models") for latency and memory with random weights."""
