@@ -168,7 +168,10 @@ class Runner:
 
             gc.collect()
             if device == "cuda":
-                torch.cuda.empty_cache()
+                try:
+                    torch.cuda.empty_cache()
+                except RuntimeError as exc:  # a device-side assert poisons the context
+                    rec.notes.append(f"CUDA context unusable after this run: {exc}")
         return self._finish(rec)
 
     def _skip_reason(self, r: Resolved) -> str | None:

@@ -12,6 +12,21 @@ from collections.abc import Callable
 from typing import Any
 
 
+def _set_length(cache: Any, n: int) -> None:
+    """Point the static cache's write position at ``n``.
+
+    Some transformers versions keep their own device-side counter of filled positions
+    (``cumulative_length``) instead of trusting ``cache_position``; replaying a graph
+    would advance it past the end of the cache, so it is reset before every step.
+    """
+    import torch
+
+    for layer in getattr(cache, "layers", []):
+        counter = getattr(layer, "cumulative_length", None)
+        if isinstance(counter, torch.Tensor):
+            counter.fill_(n)
+
+
 def measure_decode_graphed(
     model: Any, ids: Any, *, batch: int, context: int, tokens: int, warmup: int,
     repetitions: int, progress: Callable[..., Any],
@@ -37,16 +52,28 @@ def measure_decode_graphed(
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
+                _set_length(cache, context)
                 step()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
+        _set_length(cache, context)
         with torch.cuda.graph(graph):
             logits = step()
+        # correctness first: one replay must reproduce one eager step on the same state
+        static_pos.fill_(context)
+        _set_length(cache, context)
+        eager = step().float().clone()
+        _set_length(cache, context)
+        graph.replay()
+        err = float((logits.float() - eager).norm() / eager.norm().clamp_min(1e-12))
+        if not err < 1e-2:
+            raise RuntimeError(f"CUDA graph replay differs from the eager step (relative error {err:.2e})")
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         samples: list[float] = []
         for i in progress(range(steps), desc=f"decode(graph) b{batch}@{context}", leave=False):
             for t in range(tokens):
                 static_pos.fill_(context + t)
+                _set_length(cache, context + t)
                 start.record()
                 graph.replay()
                 end.record()
