@@ -206,6 +206,9 @@ class MeasureSpec(_Strict):
     prefill_lengths: tuple[int, ...] = (128,)
     decode_context: int = Field(128, ge=1)
     decode_tokens: int = Field(16, ge=1)
+    # GPU decode step: "graph" = eager forward captured in a CUDA graph; "compile+graph" =
+    # torch.compile'd forward (fused elementwise kernels) captured in a CUDA graph.
+    decode_path: Literal["graph", "compile+graph"] = "graph"
 
     @field_validator("batch_sizes", "prefill_lengths")
     @classmethod

@@ -30,11 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-context", type=int, default=512)
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--repetitions", type=int, default=10)
+    p.add_argument("--decode-path", choices=["graph", "compile+graph"], default="graph")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow")
     args = p.parse_args(argv)
     configs = dict(METHODS)
     measure = MeasureSpec(warmup=3, repetitions=args.repetitions, prefill_lengths=tuple(args.prefill_lengths),
-                          decode_context=args.decode_context, decode_tokens=args.decode_tokens)
+                          decode_context=args.decode_context, decode_tokens=args.decode_tokens,
+                          decode_path=args.decode_path)
     sinks = []
     if args.mlflow:
         from .sinks.mlflow_sink import MlflowSink

@@ -263,8 +263,8 @@ class Runner:
                 from .measure.decode_graph import measure_decode_graphed
 
                 try:
-                    samples = measure_decode_graphed(model, ids, **kw)
-                    rec.kernels["decode_step"] = "cuda_graph(static_cache)"
+                    samples = measure_decode_graphed(model, ids, compile=m.decode_path == "compile+graph", **kw)
+                    rec.kernels["decode_step"] = f"{m.decode_path}(static_cache)"
                 except Exception as exc:  # some models' forward cannot be captured
                     rec.notes.append(f"CUDA graph capture failed ({type(exc).__name__}: {exc}); eager decode timed")
                     rec.kernels["decode_step"] = "eager(dynamic_cache)"

@@ -29,7 +29,7 @@ def _set_length(cache: Any, n: int) -> None:
 
 def measure_decode_graphed(
     model: Any, ids: Any, *, batch: int, context: int, tokens: int, warmup: int,
-    repetitions: int, progress: Callable[..., Any],
+    repetitions: int, progress: Callable[..., Any], compile: bool = False,
 ) -> list[float]:
     import torch
     from transformers import StaticCache
@@ -44,8 +44,10 @@ def measure_decode_graphed(
         static_ids = out.logits[:, -1:].argmax(-1).clone()
         static_pos = torch.tensor([context], device=device)
 
+        forward = torch.compile(model.forward, dynamic=False) if compile else model.forward
+
         def step() -> Any:
-            return model(input_ids=static_ids, past_key_values=cache, use_cache=True,
+            return forward(input_ids=static_ids, past_key_values=cache, use_cache=True,
                          cache_position=static_pos).logits
 
         side = torch.cuda.Stream()
