@@ -252,8 +252,19 @@ class Runner:
         memory.reset_peak(device)
         for b in m.batch_sizes:
             for s in m.prefill_lengths:
-                samples = measure_prefill(model, ids, batch=b, seq=s, warmup=m.warmup,
-                                          repetitions=m.repetitions, device=device, progress=self.progress)
+                pkw = dict(batch=b, seq=s, warmup=m.warmup, repetitions=m.repetitions, progress=self.progress)
+                samples = None
+                if device == "cuda":
+                    from .measure.decode_graph import measure_prefill_graphed
+
+                    try:
+                        samples = measure_prefill_graphed(model, ids, **pkw)
+                        rec.kernels["prefill"] = "graph"
+                    except Exception as exc:
+                        rec.notes.append(f"prefill graph capture failed ({type(exc).__name__}: {exc}); eager timed")
+                        rec.kernels["prefill"] = "eager"
+                if samples is None:
+                    samples = measure_prefill(model, ids, device=device, **pkw)
                 self._timing(rec, f"prefill_b{b}_s{s}", samples, latency_metrics)
             name = f"decode_b{b}_c{m.decode_context}"
             kw = dict(batch=b, context=m.decode_context, tokens=m.decode_tokens, warmup=m.warmup,
