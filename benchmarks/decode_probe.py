@@ -27,7 +27,7 @@ def main(name: str) -> None:
     ids = torch.randint(0, model.config.vocab_size, (4096,))
     nbytes = decode_bytes_per_token(model, 1, 512)
     kw = dict(batch=1, context=512, tokens=32, warmup=2, repetitions=5, progress=lambda it, **_: it)
-    s = measure_decode_graphed(model, ids, **kw)
+    s, _ = measure_decode_graphed(model, ids, **kw)
     p50 = percentile(s, 50)
     print(f"graph eager: p50 {p50:.3f} ms, roofline {nbytes / (p50 * 1e-3) / (ceil['copy_bandwidth_gbs'] * 1e9):.3f}")
 
@@ -48,7 +48,7 @@ def main(name: str) -> None:
 
     t0 = time.time()
     model.forward = torch.compile(model.forward, mode="max-autotune-no-cudagraphs", fullgraph=False)
-    s = measure_decode_graphed(model, ids, **kw)
+    s, _ = measure_decode_graphed(model, ids, **kw)
     p50 = percentile(s, 50)
     print(f"compile+graph: p50 {p50:.3f} ms, roofline {nbytes / (p50 * 1e-3) / (ceil['copy_bandwidth_gbs'] * 1e9):.3f}"
           f" (compile+measure {time.time() - t0:.0f} s)")

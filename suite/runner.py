@@ -258,8 +258,9 @@ class Runner:
                     from .measure.decode_graph import measure_prefill_graphed
 
                     try:
-                        samples = measure_prefill_graphed(model, ids, **pkw)
+                        samples, err = measure_prefill_graphed(model, ids, **pkw)
                         rec.kernels["prefill"] = "graph"
+                        rec.add_metric(f"prefill_b{b}_s{s}_graph_check_rel_err", Metric(value=err))
                     except Exception as exc:
                         rec.notes.append(f"prefill graph capture failed ({type(exc).__name__}: {exc}); eager timed")
                         rec.kernels["prefill"] = "eager"
@@ -274,7 +275,8 @@ class Runner:
                 from .measure.decode_graph import measure_decode_graphed
 
                 try:
-                    samples = measure_decode_graphed(model, ids, compile=m.decode_path == "compile+graph", **kw)
+                    samples, err = measure_decode_graphed(model, ids, compile=m.decode_path == "compile+graph", **kw)
+                    rec.add_metric(f"{name}_graph_check_rel_err", Metric(value=err))
                     rec.kernels["decode_step"] = f"{m.decode_path}(static_cache)"
                 except Exception as exc:  # some models' forward cannot be captured
                     rec.notes.append(f"CUDA graph capture failed ({type(exc).__name__}: {exc}); eager decode timed")

@@ -11,6 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+# A replay runs the same math as the eager call, but cuBLAS may pick other algorithms
+# under capture; in bf16 through 30+ layers of random weights that moves logits by a few
+# 1e-3 relative. A wrong graph (stale positions, unwritten cache) moves them by ~1.
+GRAPH_CHECK_TOL = 0.1
+
 
 def _set_length(cache: Any, n: int) -> None:
     """Point the static cache's write position at ``n``.
@@ -30,7 +35,7 @@ def _set_length(cache: Any, n: int) -> None:
 def measure_decode_graphed(
     model: Any, ids: Any, *, batch: int, context: int, tokens: int, warmup: int,
     repetitions: int, progress: Callable[..., Any], compile: bool = False,
-) -> list[float]:
+) -> tuple[list[float], float]:
     import torch
     from transformers import StaticCache
 
@@ -68,7 +73,7 @@ def measure_decode_graphed(
         _set_length(cache, context)
         graph.replay()
         err = float((logits.float() - eager).norm() / eager.norm().clamp_min(1e-12))
-        if not err < 1e-2:
+        if not err < GRAPH_CHECK_TOL:
             raise RuntimeError(f"CUDA graph replay differs from the eager step (relative error {err:.2e})")
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         samples: list[float] = []
@@ -85,13 +90,13 @@ def measure_decode_graphed(
                 static_ids.copy_(logits[:, -1:].argmax(-1))
     del graph, cache
     torch.cuda.empty_cache()
-    return samples
+    return samples, err
 
 
 def measure_prefill_graphed(
     model: Any, ids: Any, *, batch: int, seq: int, warmup: int, repetitions: int,
     progress: Callable[..., Any],
-) -> list[float]:
+) -> tuple[list[float], float]:
     """Prefill (no cache) captured once in a CUDA graph and replayed, timed with CUDA events.
 
     Without the graph a 512-token prefill of an 8B model is partly host-bound and its time
@@ -113,7 +118,7 @@ def measure_prefill_graphed(
             logits = model(input_ids=x, use_cache=False).logits
         graph.replay()
         err = float((logits[:, -1].float() - eager).norm() / eager.norm().clamp_min(1e-12))
-        if not err < 1e-2:
+        if not err < GRAPH_CHECK_TOL:
             raise RuntimeError(f"CUDA graph replay differs from the eager prefill (relative error {err:.2e})")
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         samples: list[float] = []
@@ -126,4 +131,4 @@ def measure_prefill_graphed(
                 samples.append(start.elapsed_time(end))
     del graph, logits
     torch.cuda.empty_cache()
-    return samples
+    return samples, err
