@@ -54,4 +54,4 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "suite", "methods", "tasks", "kernels", "tests", "noxfile.py")
+    session.run("ruff", "check", "suite", "methods", "tasks", "kernels", "tests", "benchmarks", "noxfile.py")

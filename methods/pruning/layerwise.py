@@ -106,14 +106,14 @@ def prune_layerwise(
         stats = {n: InputStats(torch.zeros(m.in_features, dtype=torch.float32, device=m.weight.device))
                  for n, m in linears.items()}
 
-        def make_hook(name: str) -> Callable[..., None]:
+        def make_hook(acc: InputStats) -> Callable[..., None]:
             def hook(_mod: nn.Module, args: tuple[Any, ...]) -> None:
                 x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-                stats[name].sq_sum += x.pow(2).sum(0)
-                stats[name].tokens += x.shape[0]
+                acc.sq_sum += x.pow(2).sum(0)
+                acc.tokens += x.shape[0]
             return hook
 
-        handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in linears.items()]
+        handles = [m.register_forward_pre_hook(make_hook(stats[n])) for n, m in linears.items()]
         try:
             with torch.inference_mode():
                 for h, kw in zip(hidden, kws, strict=True):

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from sparsebench.api import ApplyContext, Method, Metric, MethodResult
+from sparsebench.api import ApplyContext, Method, MethodResult, Metric
 
 from .config import PruningConfig
 from .layerwise import InputStats, prune_layerwise

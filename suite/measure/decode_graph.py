@@ -88,7 +88,7 @@ def measure_decode_graphed(
                 if i >= warmup:
                     samples.append(start.elapsed_time(end))
                 static_ids.copy_(logits[:, -1:].argmax(-1))
-    del graph, cache
+    graph = None
     torch.cuda.empty_cache()
     return samples, err
 

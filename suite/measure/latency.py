@@ -16,7 +16,6 @@ from .timer import timer_for
 
 def _tokens(source: Any, batch: int, seq: int, offset: int = 0) -> Any:
     """``[batch, seq]`` ids cut from a 1-D id tensor of real text (wrapping around)."""
-    import torch
 
     need = batch * seq
     reps = need // source.numel() + 2

@@ -31,7 +31,7 @@ class ModelSource(ABC):
     def load(self, dtype: Any, device: str) -> tuple[Any, Any]:
         """Load the model in eval mode on ``device`` with ``dtype``, and its tokenizer."""
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - optional hook, most sources need no check
         """Cheap availability check run before any work (raise ``UsageError`` if unusable)."""
 
     def _finish(self, model: Any, device: str) -> Any:
@@ -121,7 +121,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def known_models() -> dict[str, str]:
     """Alias -> one-line description, for ``sparsebench ls models``."""
     from .packaged import PACKAGED
-
     from .shape import shape_names
 
     out = {}

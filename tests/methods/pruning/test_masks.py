@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from sparsebench.methods.pruning.config import PruningConfig
-from sparsebench.methods.pruning.masks import mask_from_score, nm_mask, parse_pattern, unstructured_mask
+from sparsebench.methods.pruning.masks import (
+    mask_from_score,
+    nm_mask,
+    parse_pattern,
+    unstructured_mask,
+)
 
 
 def test_row_mask_prunes_lowest_per_row():

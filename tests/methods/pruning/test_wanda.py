@@ -67,7 +67,7 @@ def test_block_stats_come_from_the_pruned_previous_block():
     for lin in (m for m in block0.modules() if isinstance(m, nn.Linear)):
         lin.weight.data[:, ::2] = 0
     with torch.inference_mode():
-        h1 = [block0(h, **kw) for h, kw in zip(hidden, kws)]
+        h1 = [block0(h, **kw) for h, kw in zip(hidden, kws, strict=True)]
         h1 = [h[0] if isinstance(h, tuple) else h for h in h1]
         norm_in = reference.model.layers[1].input_layernorm
         x = torch.cat([norm_in(h).reshape(-1, 16) for h in h1])
