@@ -1,4 +1,4 @@
-"""The ``sparsebench`` command: run, ls, validate, show.
+"""The ``sparsebench`` command: run, ls, validate, show, site.
 
 Method and task options become typed flags generated from their config classes:
 ``--sparsity 0.6 --pattern 2:4`` for the method, ``--perplexity-window 256`` for a task.
@@ -66,6 +66,16 @@ def base_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--results", default="results")
     show.add_argument("--json", action="store_true", help="print the whole record as JSON")
+
+    site = sub.add_parser("site", help="build or serve the leaderboard website (needs the 'site' extra)")
+    site_sub = site.add_subparsers(dest="site_command", required=True, parser_class=_Parser)
+    for name, desc in (("build", "generate the site from records and run mkdocs build --strict"),
+                       ("serve", "build, then serve the site on 127.0.0.1")):
+        sp = site_sub.add_parser(name, help=desc, description=desc)
+        sp.add_argument("--results", default="results", help="results directory (default: results)")
+        sp.add_argument("--out", default="site/build", help="output directory (default: site/build)")
+        if name == "serve":
+            sp.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     return p
 
 
@@ -244,6 +254,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    try:
+        from .sitegen import build, serve
+    except ImportError as exc:
+        raise UsageError(f"The site needs the 'site' extra ({exc}): pip install 'sparsebench[site]'.") from None
+    out = build(args.results, args.out)
+    print(f"built the site in {out}")
+    if args.site_command == "serve":
+        serve(out, args.port)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -252,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"Unknown argument(s) for '{args.command}': {' '.join(extra)}.")
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"ls": cmd_ls, "validate": cmd_validate, "show": cmd_show}[args.command](args)
+        return {"ls": cmd_ls, "validate": cmd_validate, "show": cmd_show, "site": cmd_site}[args.command](args)
     except SparsebenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
