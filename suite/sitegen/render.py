@@ -70,12 +70,14 @@ def board_charts(board: M.Board) -> tuple[str, str]:
         loss = r.loss(key) if key else None
         if r.rec.status != "ok" or loss is None:
             continue
-        label = f"{M.method_name(r.rec)} ({M.config_text(r.rec)})"
+        name = M.method_name(r.rec)
+        label = f"{name} ({M.config_text(r.rec)})"
         href = f"../runs/{M.slug(r.run_id)}.html"
+        tag = name[:24]
         if speed_key and r.speedup.get(speed_key) is not None:
-            by_speed.append(Point(r.speedup[speed_key], loss, label, href))
+            by_speed.append(Point(r.speedup[speed_key], loss, label, href, tag))
         if r.memory is not None:
-            by_mem.append(Point(r.memory / 2**20, loss, label, href))
+            by_mem.append(Point(r.memory / 2**20, loss, label, href, tag))
     y = f"{key} loss vs dense (%)" if key else "accuracy loss (%)"
     return (
         chart(by_speed, f"speed-up ({_latency_label(speed_key or 'latency')}, dense p50 / method p50)", y,

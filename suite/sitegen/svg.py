@@ -19,6 +19,7 @@ class Point:
     y: float
     label: str
     href: str | None = None
+    tag: str = ""  # short text drawn beside the mark
 
 
 def pareto_front(points: list[Point], x_higher_better: bool) -> list[Point]:
@@ -78,5 +79,10 @@ def chart(points: list[Point], x_label: str, y_label: str, title: str,
         mark = (f'<circle class="sb-mark{" sb-on-front" if p in front else ""}" cx="{sx(p.x):.1f}" '
                 f'cy="{sy(p.y):.1f}" r="5"><title>{escape(p.label)}: x={p.x:.3g}, y={p.y:.3g}</title></circle>')
         out.append(f'<a href="{escape(p.href)}">{mark}</a>' if p.href else mark)
+        if p.tag:  # right-aligned near the right edge so it is not clipped
+            right = sx(p.x) > W - RIGHT - 90
+            x, anchor = (sx(p.x) - 7, "end") if right else (sx(p.x) + 7, "start")
+            out.append(f'<text class="sb-tag" x="{x:.1f}" y="{sy(p.y) - 6:.1f}" '
+                       f'text-anchor="{anchor}">{escape(p.tag)}</text>')
     out.append("</svg>")
     return "".join(out)
