@@ -48,16 +48,25 @@ def chart(points: list[Point], x_label: str, y_label: str, title: str,
           x_higher_better: bool = True) -> str:
     """An SVG scatter of ``points`` with the Pareto front drawn as a line."""
     if not points:
-        return f'<p class="sb-empty">No points for “{escape(title)}” (needs ok runs with a baseline).</p>'
+        return (f'<p class="sb-empty">No points for “{escape(title)}”: it needs ok runs with an '
+                'accuracy metric and a dense baseline record.</p>')
+    ys = [p.y for p in points]
+    # One outlier (a model pruned into noise) would flatten a linear axis: go log10 then.
+    log_y = min(ys) > 0 and max(ys) / min(ys) > 100
     xt = _ticks(min(p.x for p in points), max(p.x for p in points))
-    yt = _ticks(min(0.0, *(p.y for p in points)), max(p.y for p in points))
+    if log_y:
+        yt = [float(k) for k in range(math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys))) + 1)]
+        y_label += " (log scale)"
+    else:
+        yt = _ticks(min(0.0, *ys), max(ys))
     x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
 
     def sx(x: float) -> float:
         return LEFT + (x - x0) / (x1 - x0) * (W - LEFT - RIGHT)
 
-    def sy(y: float) -> float:
-        return H - BOTTOM - (y - y0) / (y1 - y0) * (H - TOP - BOTTOM)
+    def sy(y: float, raw: bool = True) -> float:
+        v = math.log10(y) if log_y and raw else y
+        return H - BOTTOM - (v - y0) / (y1 - y0) * (H - TOP - BOTTOM)
 
     out = [f'<svg class="sb-pareto" role="img" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
            f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
@@ -66,8 +75,9 @@ def chart(points: list[Point], x_label: str, y_label: str, title: str,
     for t in xt:
         out.append(f'<text class="sb-tick" x="{sx(t):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{t:g}</text>')
     for t in yt:
-        out.append(f'<line class="sb-grid" x1="{LEFT}" y1="{sy(t):.1f}" x2="{W - RIGHT}" y2="{sy(t):.1f}"/>')
-        out.append(f'<text class="sb-tick" x="{LEFT - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
+        y, text = sy(t, raw=False), f"{10 ** t:g}" if log_y else f"{t:g}"
+        out.append(f'<line class="sb-grid" x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT}" y2="{y:.1f}"/>')
+        out.append(f'<text class="sb-tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{text}</text>')
     out.append(f'<text class="sb-label" x="{(LEFT + W - RIGHT) / 2}" y="{H - 10}" text-anchor="middle">{escape(x_label)}</text>')
     out.append(f'<text class="sb-label" transform="translate(14 {(TOP + H - BOTTOM) / 2}) rotate(-90)" '
                f'text-anchor="middle">{escape(y_label)}</text>')

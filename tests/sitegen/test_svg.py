@@ -18,3 +18,9 @@ def test_chart_has_a_mark_per_point_and_escapes_labels():
 
 def test_empty_chart_says_why():
     assert "No points" in chart([], "x", "y", "t")
+
+
+def test_outliers_switch_the_loss_axis_to_log_scale():
+    svg = chart([Point(1.0, 5.0, "a"), Point(2.0, 70000.0, "b")], "x", "loss (%)", "t")
+    assert "(log scale)" in svg and ">10000<" in svg
+    assert "(log scale)" not in chart([Point(1.0, 5.0, "a"), Point(2.0, 50.0, "b")], "x", "y", "t")
