@@ -10,7 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 from ..api import RunRecord
 from ..store import ResultsStore
@@ -174,7 +174,8 @@ def describe_method(cls: Any) -> dict[str, Any]:
     """Registry facts about a method class, for its page (schema with defaults)."""
     fields = []
     for name, f in cls.Config.model_fields.items():
-        ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        plain = get_origin(f.annotation) is None and hasattr(f.annotation, "__name__")
+        ann = f.annotation.__name__ if plain else str(f.annotation).replace("typing.", "")
         fields.append({"name": name, "type": ann, "default": f.default, "description": f.description or ""})
     return {"name": cls.name, "family": cls.family, "description": cls.description,
             "paper": cls.paper, "fields": fields, "version": cls.Config.version}
