@@ -1,4 +1,4 @@
-"""Every developer and CI action: bench, tests, lint.
+"""Every developer and CI action: bench, tests, lint, site.
 
 ``nox -s bench -- --method wanda --model llama`` installs what is needed into a fresh
 virtualenv and runs the benchmark. On a machine without an NVIDIA driver the CPU build of
@@ -47,8 +47,18 @@ def bench_gpu(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite (Triton kernels run under the CPU interpreter)."""
-    _install(session, "test,triton")
+    _install(session, "test,triton,site")
     session.run("pytest", *session.posargs, env={"TRITON_INTERPRET": "1"})
+
+
+@nox.session(python=PYTHON)
+def site(session: nox.Session) -> None:
+    """Build the leaderboard into site/build: nox -s site (-- --serve to serve it on 127.0.0.1)."""
+    _install(session, "site")
+    args = list(session.posargs)
+    command = "serve" if "--serve" in args else "build"
+    args = [a for a in args if a != "--serve"]
+    session.run("sparsebench", "site", command, *args)
 
 
 @nox.session(python=PYTHON)

@@ -1,4 +1,4 @@
-"""The ``sparsebench`` command: run, ls, validate, show.
+"""The ``sparsebench`` command: run, ls, validate, show, site.
 
 Method and task options become typed flags generated from their config classes:
 ``--sparsity 0.6 --pattern 2:4`` for the method, ``--perplexity-window 256`` for a task.
@@ -47,6 +47,8 @@ def base_parser() -> argparse.ArgumentParser:
     run.add_argument("--prefill-lengths", type=int, nargs="+")
     run.add_argument("--decode-context", type=int)
     run.add_argument("--decode-tokens", type=int)
+    run.add_argument("--decode-path", choices=["graph", "compile+graph"],
+                     help="GPU decode step: eager forward in a CUDA graph (default) or torch.compile'd")
     run.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     run.add_argument("--results", default="results", help="results directory (default: results)")
     run.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
@@ -66,6 +68,16 @@ def base_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--results", default="results")
     show.add_argument("--json", action="store_true", help="print the whole record as JSON")
+
+    site = sub.add_parser("site", help="build or serve the leaderboard website (needs the 'site' extra)")
+    site_sub = site.add_subparsers(dest="site_command", required=True, parser_class=_Parser)
+    for name, desc in (("build", "generate the site from records and run mkdocs build --strict"),
+                       ("serve", "build, then serve the site on 127.0.0.1")):
+        sp = site_sub.add_parser(name, help=desc, description=desc)
+        sp.add_argument("--results", default="results", help="results directory (default: results)")
+        sp.add_argument("--out", default="site/build", help="output directory (default: site/build)")
+        if name == "serve":
+            sp.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
     return p
 
 
@@ -106,7 +118,7 @@ def _build_spec(args: argparse.Namespace, extra: list[str]) -> Any:
         data["calibration"] = {**(data.get("calibration") or {}), **{k: v for k, v in cal.items() if v is not None}}
     meas = {"warmup": args.warmup, "repetitions": args.repetitions, "batch_sizes": args.batch_sizes,
             "prefill_lengths": args.prefill_lengths, "decode_context": args.decode_context,
-            "decode_tokens": args.decode_tokens}
+            "decode_tokens": args.decode_tokens, "decode_path": args.decode_path}
     meas = {k: v for k, v in meas.items() if v is not None}
     if args.no_latency:
         meas["enabled"] = False
@@ -244,6 +256,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    try:
+        from .sitegen import build, serve
+    except ImportError as exc:
+        raise UsageError(f"The site needs the 'site' extra ({exc}): pip install 'sparsebench[site]'.") from None
+    out = build(args.results, args.out)
+    print(f"built the site in {out}")
+    if args.site_command == "serve":
+        serve(out, args.port)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -252,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"Unknown argument(s) for '{args.command}': {' '.join(extra)}.")
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"ls": cmd_ls, "validate": cmd_validate, "show": cmd_show}[args.command](args)
+        return {"ls": cmd_ls, "validate": cmd_validate, "show": cmd_show, "site": cmd_site}[args.command](args)
     except SparsebenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
