@@ -70,6 +70,7 @@ def write_baseline(path: str | Path, records: list[RunRecord]) -> Path:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a baseline is meant to be committed and shared
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
