@@ -45,14 +45,16 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs, env={"TRITON_INTERPRET": "1"})
 
 
-# The gate's CPU suite: the default model with tiny settings (about a minute per method on
+# The gate's CPU suite: the default model with tiny settings (about 15 s per method on
 # 2 cores). Changing it changes the spec keys, so results/baselines/cpu.json must then be
 # rewritten with: nox -s gate -- --baseline results/baselines/cpu.json --update-baseline
+# Latency is not measured here: on a shared 2-core machine a 32-token prefill moved by 15-50%
+# between otherwise identical processes while staying tight within each, so a within-run
+# test flagged about one CI run in three. Accuracy (bit-exact on CPU) and memory are gated.
 GATE_METHODS = (["--method", "wanda"], ["--method", "magnitude", "--pattern", "2:4"])
 GATE_SETTINGS = ["--model", "llama", "--profile", "cpu", "--calib-samples", "4", "--calib-seq-len", "64",
                  "--perplexity-max-tokens", "512", "--perplexity-window", "128", "--lastword-items", "16",
-                 "--warmup", "1", "--repetitions", "5", "--prefill-lengths", "32", "--decode-context", "16",
-                 "--decode-tokens", "4", "--no-progress", "--no-mlflow"]
+                 "--no-latency", "--no-progress", "--no-mlflow"]
 
 
 @nox.session(python=PYTHON)
