@@ -144,12 +144,34 @@ class Method(ABC):
         """Transform ``model`` in place."""
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """How far an accuracy metric may move in its worse direction before the regression
+    gate fails: ``relative`` is a fraction of the baseline value, ``absolute`` is in the
+    metric's own units (0.01 = one point of an accuracy in [0, 1]).
+
+    Tolerances live on the task class, not in its config: config fields enter the spec
+    key, and loosening a gate must not make old records incomparable.
+    """
+
+    value: float
+    kind: Literal["relative", "absolute"] = "relative"
+
+    def allowed(self, baseline: float) -> float:
+        return abs(baseline) * self.value if self.kind == "relative" else self.value
+
+    def describe(self) -> str:
+        return f"{self.value:.3g}" + (" rel" if self.kind == "relative" else " abs")
+
+
 class Task(ABC):
     """An evaluation task: reads a model, returns metrics. Tasks never modify the model."""
 
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type[TaskConfig]]
+    #: gate tolerance per metric this task reports (see ``Tolerance``); others get the default
+    tolerances: ClassVar[dict[str, Tolerance]] = {}
 
     def __init__(self, config: TaskConfig):
         if not isinstance(config, self.Config):

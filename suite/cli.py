@@ -1,4 +1,4 @@
-"""The ``sparsebench`` command: run, ls, validate, show, site.
+"""The ``sparsebench`` command: run, ls, validate, show, gate, site.
 
 Method and task options become typed flags generated from their config classes:
 ``--sparsity 0.6 --pattern 2:4`` for the method, ``--perplexity-window 256`` for a task.
@@ -78,6 +78,21 @@ def base_parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", default="site/build", help="output directory (default: site/build)")
         if name == "serve":
             sp.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    gate = sub.add_parser("gate", help="compare candidate records with a baseline file (CI regression gate)",
+                          description="Compare candidate records with the baseline records of the same spec "
+                          "key. Exit 0: all compared and passed; 1: a regression, or a candidate that could "
+                          "not be compared; 2: unusable input (nothing written).")
+    gate.add_argument("candidates", nargs="+", metavar="CANDIDATE", help="record files or directories of records")
+    gate.add_argument("--baseline", required=True, help="baseline file, e.g. results/baselines/cpu.json")
+    gate.add_argument("--report", help="also write the Markdown report here")
+    gate.add_argument("--update-baseline", action="store_true",
+                      help="replace the baseline with the candidates' ok records (after printing the comparison)")
+    gate.add_argument("--latency-threshold", type=float, default=0.10,
+                      help="latency/memory ratio above which a significant slowdown fails (default 0.10)")
+    gate.add_argument("--alpha", type=float, default=0.01,
+                      help="significance level of the one-sided Mann-Whitney test on latency samples")
+    gate.add_argument("--allow-unmatched", action="store_true",
+                      help="exit 0 even when some candidates have no comparable baseline (still listed)")
     return p
 
 
@@ -268,6 +283,15 @@ def cmd_site(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from .gate import Settings, gate
+
+    if args.latency_threshold < 0 or not 0 < args.alpha < 1:
+        raise UsageError("--latency-threshold must be >= 0 and --alpha between 0 and 1.")
+    return gate(args.candidates, args.baseline, report=args.report, update=args.update_baseline,
+                settings=Settings(args.latency_threshold, args.alpha), allow_unmatched=args.allow_unmatched)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -276,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"Unknown argument(s) for '{args.command}': {' '.join(extra)}.")
         if args.command == "run":
             return cmd_run(args, extra)
-        return {"ls": cmd_ls, "validate": cmd_validate, "show": cmd_show, "site": cmd_site}[args.command](args)
+        return {"ls": cmd_ls, "validate": cmd_validate, "show": cmd_show, "gate": cmd_gate,
+                "site": cmd_site}[args.command](args)
     except SparsebenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -27,6 +27,37 @@ def new_run_id(method: str) -> str:
     return f"{stamp}-{safe}-{secrets.token_hex(3)}"
 
 
+def parse_record(raw: object, origin: str, advice: str) -> RunRecord:
+    """Upgrade and validate one record's JSON; ``origin`` names it and ``advice`` says
+    what the user can do, so every reader reports a bad record in the same words."""
+    if not isinstance(raw, dict):
+        raise StoreError(f"{origin} is not a JSON object. {advice}.")
+    rec = upgrade(raw, origin=origin)
+    try:
+        return RunRecord.model_validate(rec)
+    except ValidationError as exc:
+        raise StoreError(
+            f"{origin} does not match the record schema: "
+            f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}. {advice}."
+        ) from None
+
+
+def read_json(path: Path, advice: str) -> object:
+    """The JSON in ``path``, or a ``StoreError`` that says what is wrong and what to do."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(
+            f"The file {path} cannot be read ({exc}). {advice}; "
+            "sparsebench never edits records, and no other file was touched."
+        ) from None
+
+
+def read_record(path: Path, advice: str = "Fix or remove it") -> RunRecord:
+    """One record file, upgraded to the current schema."""
+    return parse_record(read_json(path, advice), f"The record {path}", advice)
+
+
 class ResultsStore:
     """Records live in ``<root>/runs/<run_id>.json``."""
 
@@ -48,6 +79,7 @@ class ResultsStore:
                 f.write(data + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are data to share
             try:
                 os.link(tmp, final)
             except FileExistsError:
@@ -57,23 +89,7 @@ class ResultsStore:
         return final
 
     def read(self, path: Path) -> RunRecord:
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StoreError(
-                f"The record {path} cannot be read ({exc}). Move it out of {self.runs} or fix it; "
-                "sparsebench never edits records, and no other record was touched."
-            ) from None
-        if not isinstance(raw, dict):
-            raise StoreError(f"The record {path} is not a JSON object; move it out of {self.runs}.")
-        rec = upgrade(raw, origin=f"The record {path}")
-        try:
-            return RunRecord.model_validate(rec)
-        except ValidationError as exc:
-            raise StoreError(
-                f"The record {path} does not match the record schema: "
-                f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}. Move it out of {self.runs}."
-            ) from None
+        return read_record(path, f"Move it out of {self.runs} or fix it")
 
     def paths(self) -> list[Path]:
         if not self.runs.is_dir():
