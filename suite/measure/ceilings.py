@@ -14,18 +14,18 @@ def measure_ceilings(device: str = "cuda", copy_bytes: int = 2 << 30, reps: int 
     import torch
 
     from .stats import percentile
+    from .timer import CudaTimer
+
+    timer = CudaTimer(torch)
 
     def time_ms(fn: Any) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         for _ in range(3):
             fn()
         samples = []
         for _ in range(reps):
-            start.record()
+            timer.start()
             fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
+            samples.append(timer.stop_ms())
         return percentile(samples, 50)
 
     n = copy_bytes // 2

@@ -17,6 +17,40 @@ from typing import Any
 GRAPH_CHECK_TOL = 0.1
 
 
+def _rel_err(got: Any, ref: Any) -> float:
+    return float((got.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12))
+
+
+def _capture(call: Callable[[], Any], prepare: Callable[[], None] = lambda: None) -> tuple[Any, Any, float]:
+    """Warm ``call`` up on a side stream, capture it in a CUDA graph, and check one replay
+    against one eager call on the same state (``prepare`` restores that state each time).
+
+    Returns the graph, the graph's static output, and the replay's relative error; raises
+    if the replay does not reproduce the eager result (then nothing is timed).
+    """
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            prepare()
+            call()
+    torch.cuda.current_stream().wait_stream(side)
+    prepare()
+    eager = call().float().clone()  # before capture: never two full outputs alive at once
+    graph = torch.cuda.CUDAGraph()
+    prepare()
+    with torch.cuda.graph(graph):
+        out = call()
+    prepare()
+    graph.replay()
+    err = _rel_err(out, eager)
+    if not err < GRAPH_CHECK_TOL:
+        raise RuntimeError(f"CUDA graph replay differs from the eager call (relative error {err:.2e})")
+    return graph, out, err
+
+
 def _set_length(cache: Any, n: int) -> None:
     """Point the static cache's write position at ``n``.
 
@@ -39,8 +73,9 @@ def measure_decode_graphed(
     import torch
     from transformers import StaticCache
 
+    from .timer import CudaTimer
+
     device = "cuda"
-    steps = warmup + repetitions
     x = ids[: batch * context].view(batch, context).to(device)
     cache = StaticCache(config=model.config, max_cache_len=context + tokens)
     with torch.inference_mode():
@@ -48,47 +83,29 @@ def measure_decode_graphed(
                     cache_position=torch.arange(context, device=device))
         static_ids = out.logits[:, -1:].argmax(-1).clone()
         static_pos = torch.tensor([context], device=device)
-
         forward = torch.compile(model.forward, dynamic=False) if compile else model.forward
 
         def step() -> Any:
             return forward(input_ids=static_ids, past_key_values=cache, use_cache=True,
-                         cache_position=static_pos).logits
+                           cache_position=static_pos).logits
 
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                _set_length(cache, context)
-                step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        _set_length(cache, context)
-        with torch.cuda.graph(graph):
-            logits = step()
-        # correctness first: one replay must reproduce one eager step on the same state
-        static_pos.fill_(context)
-        _set_length(cache, context)
-        eager = step().float().clone()
-        _set_length(cache, context)
-        graph.replay()
-        err = float((logits.float() - eager).norm() / eager.norm().clamp_min(1e-12))
-        if not err < GRAPH_CHECK_TOL:
-            raise RuntimeError(f"CUDA graph replay differs from the eager step (relative error {err:.2e})")
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        def at(pos: int) -> None:
+            static_pos.fill_(pos)
+            _set_length(cache, pos)
+
+        graph, logits, err = _capture(step, prepare=lambda: at(context))
+        timer = CudaTimer(torch)
         samples: list[float] = []
-        for i in progress(range(steps), desc=f"decode(graph) b{batch}@{context}", leave=False):
+        for i in progress(range(warmup + repetitions), desc=f"decode(graph) b{batch}@{context}", leave=False):
             for t in range(tokens):
-                static_pos.fill_(context + t)
-                _set_length(cache, context + t)
-                start.record()
+                at(context + t)
+                timer.start()
                 graph.replay()
-                end.record()
-                end.synchronize()
+                ms = timer.stop_ms()
                 if i >= warmup:
-                    samples.append(start.elapsed_time(end))
+                    samples.append(ms)
                 static_ids.copy_(logits[:, -1:].argmax(-1))
-    graph = None
+    graph = cache = None
     torch.cuda.empty_cache()
     return samples, err
 
@@ -104,31 +121,19 @@ def measure_prefill_graphed(
     """
     import torch
 
+    from .timer import CudaTimer
+
     x = ids[: batch * seq].view(batch, seq).to("cuda")
     with torch.inference_mode():
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                model(input_ids=x, use_cache=False)
-        torch.cuda.current_stream().wait_stream(side)
-        eager = model(input_ids=x, use_cache=False).logits[:, -1].float()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = model(input_ids=x, use_cache=False).logits
-        graph.replay()
-        err = float((logits[:, -1].float() - eager).norm() / eager.norm().clamp_min(1e-12))
-        if not err < GRAPH_CHECK_TOL:
-            raise RuntimeError(f"CUDA graph replay differs from the eager prefill (relative error {err:.2e})")
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        graph, out, err = _capture(lambda: model(input_ids=x, use_cache=False).logits[:, -1])
+        timer = CudaTimer(torch)
         samples: list[float] = []
         for i in progress(range(warmup + repetitions), desc=f"prefill(graph) b{batch}x{seq}", leave=False):
-            start.record()
+            timer.start()
             graph.replay()
-            end.record()
-            end.synchronize()
+            ms = timer.stop_ms()
             if i >= warmup:
-                samples.append(start.elapsed_time(end))
-    del graph, logits
+                samples.append(ms)
+    del graph, out  # the output lives in the graph's pool: drop both before freeing
     torch.cuda.empty_cache()
     return samples, err
