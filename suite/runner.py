@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ def tqdm_progress(enabled: bool) -> Callable[..., Iterator[Any]]:
                          disable=not enabled, dynamic_ncols=True))
 
     return progress
+
+
+def _random_ids(model: Any, shape: tuple[int, ...], seed: int) -> Any:
+    """Seeded token ids for shape models, which have no tokenizer (and no text to tokenize)."""
+    import torch
+
+    return torch.randint(0, model.config.vocab_size, shape, generator=torch.Generator().manual_seed(seed))
 
 
 class Runner:
@@ -214,9 +222,7 @@ class Runner:
         cal = spec.calibration
         assert cal is not None
         if texts is None:  # shape model: no tokenizer, random ids suffice for its latency
-            gen = torch.Generator().manual_seed(spec.seed)
-            rows = torch.randint(0, model.config.vocab_size, (cal.samples, cal.seq_len), generator=gen)
-            return list(rows.split(cal.batch_size))
+            return list(_random_ids(model, (cal.samples, cal.seq_len), spec.seed).split(cal.batch_size))
         ids = texts.calibration_ids(tok)
         if ids.numel() <= cal.seq_len:
             raise UsageError(f"The calibration text has {ids.numel()} tokens, too few for seq_len={cal.seq_len}.")
@@ -235,65 +241,69 @@ class Runner:
         rec.add_metric("model_stored_bytes", Metric(value=stored_bytes(model), direction="lower", unit="bytes"))
 
     def _latency(self, rec: RunRecord, model: Any, tok: Any, texts: Any, spec: RunSpec, device: str) -> None:
-        import torch
-
         from .measure import memory
-        from .measure.latency import latency_metrics, measure_decode, measure_prefill
+        from .measure.latency import measure_decode, measure_prefill
 
         m = spec.measure
         need = max(max(m.batch_sizes) * max(max(m.prefill_lengths), m.decode_context), 64)
-        if texts is not None:
-            ids = texts.evaluation_ids(tok, limit=need)
-        else:
-            gen = torch.Generator().manual_seed(spec.seed)
-            ids = torch.randint(0, model.config.vocab_size, (need,), generator=gen)
-        if device == "cuda":
+        ids = (texts.evaluation_ids(tok, limit=need) if texts is not None
+               else _random_ids(model, (need,), spec.seed))
+        gpu = device == "cuda"
+        if gpu:
+            from .measure.decode_graph import measure_decode_graphed, measure_prefill_graphed
+
             rec.hardware.setdefault("measured", self._ceilings())
         memory.reset_peak(device)
         for b in m.batch_sizes:
             for s in m.prefill_lengths:
-                pkw = dict(batch=b, seq=s, warmup=m.warmup, repetitions=m.repetitions, progress=self.progress)
-                samples = None
-                if device == "cuda":
-                    from .measure.decode_graph import measure_prefill_graphed
-
-                    try:
-                        samples, err = measure_prefill_graphed(model, ids, **pkw)
-                        rec.kernels["prefill"] = "graph"
-                        rec.add_metric(f"prefill_b{b}_s{s}_graph_check_rel_err", Metric(value=err))
-                    except Exception as exc:
-                        rec.notes.append(f"prefill graph capture failed ({type(exc).__name__}: {exc}); eager timed")
-                        rec.kernels["prefill"] = "eager"
-                if samples is None:
-                    samples = measure_prefill(model, ids, device=device, **pkw)
-                self._timing(rec, f"prefill_b{b}_s{s}", samples, latency_metrics)
+                name = f"prefill_b{b}_s{s}"
+                kw = dict(batch=b, seq=s, warmup=m.warmup, repetitions=m.repetitions, progress=self.progress)
+                samples = self._graphed_or_eager(
+                    rec, name, "prefill", "graph", "eager",
+                    partial(measure_prefill_graphed, model, ids, **kw) if gpu else None,
+                    partial(measure_prefill, model, ids, device=device, **kw))
+                self._timing(rec, name, samples)
             name = f"decode_b{b}_c{m.decode_context}"
             kw = dict(batch=b, context=m.decode_context, tokens=m.decode_tokens, warmup=m.warmup,
                       repetitions=m.repetitions, progress=self.progress)
-            if device == "cuda":
-                from .measure.ceilings import decode_bytes_per_token
-                from .measure.decode_graph import measure_decode_graphed
-
-                try:
-                    samples, err = measure_decode_graphed(model, ids, compile=m.decode_path == "compile+graph", **kw)
-                    rec.add_metric(f"{name}_graph_check_rel_err", Metric(value=err))
-                    rec.kernels["decode_step"] = f"{m.decode_path}(static_cache)"
-                except Exception as exc:  # some models' forward cannot be captured
-                    rec.notes.append(f"CUDA graph capture failed ({type(exc).__name__}: {exc}); eager decode timed")
-                    rec.kernels["decode_step"] = "eager(dynamic_cache)"
-                    samples = measure_decode(model, ids, device=device, **kw)
-                self._timing(rec, name, samples, latency_metrics)
-                nbytes = decode_bytes_per_token(model, b, m.decode_context)
-                bw = rec.hardware["measured"]["copy_bandwidth_gbs"] * 1e9
-                p50 = rec.metrics[f"{name}_ms_p50"] * 1e-3
-                rec.add_metric(f"{name}_bytes_per_token", Metric(value=nbytes, unit="bytes"))
-                rec.add_metric(f"{name}_roofline_fraction", Metric(value=nbytes / p50 / bw, direction="higher"))
-            else:
-                samples = measure_decode(model, ids, device=device, **kw)
-                self._timing(rec, name, samples, latency_metrics)
+            graphed = (partial(measure_decode_graphed, model, ids, compile=m.decode_path == "compile+graph", **kw)
+                       if gpu else None)
+            samples = self._graphed_or_eager(
+                rec, name, "decode_step", f"{m.decode_path}(static_cache)", "eager(dynamic_cache)",
+                graphed, partial(measure_decode, model, ids, device=device, **kw))
+            self._timing(rec, name, samples)
+            if gpu:
+                self._roofline(rec, name, model, b, m.decode_context)
         for k, v in memory.read_peak(device).items():
             rec.add_metric(f"inference_{k}", Metric(value=v, direction="lower", unit="bytes"))
-        rec.kernels.setdefault("timer", "cuda_events" if device == "cuda" else "perf_counter_ns")
+        rec.kernels.setdefault("timer", "cuda_events" if gpu else "perf_counter_ns")
+
+    def _graphed_or_eager(self, rec: RunRecord, name: str, kernel_key: str, graph_label: str,
+                          eager_label: str, graphed: Callable[[], tuple[list[float], float]] | None,
+                          eager: Callable[[], list[float]]) -> list[float]:
+        """On a GPU time the CUDA-graph version (and store its check error); fall back to eager
+        timing with a note when the graph cannot be captured or fails its check."""
+        if graphed is not None:
+            try:
+                samples, err = graphed()
+            except Exception as exc:  # some models' forward cannot be captured
+                rec.notes.append(f"{name}: CUDA graph failed ({type(exc).__name__}: {exc}); eager timed")
+            else:
+                rec.kernels[kernel_key] = graph_label
+                rec.add_metric(f"{name}_graph_check_rel_err", Metric(value=err))
+                return samples
+            rec.kernels[kernel_key] = eager_label
+        return eager()
+
+    def _roofline(self, rec: RunRecord, name: str, model: Any, batch: int, context: int) -> None:
+        """Bytes one decode step must read, and the fraction of measured bandwidth reached."""
+        from .measure.ceilings import decode_bytes_per_token
+
+        nbytes = decode_bytes_per_token(model, batch, context)
+        bw = rec.hardware["measured"]["copy_bandwidth_gbs"] * 1e9
+        p50 = rec.metrics[f"{name}_ms_p50"] * 1e-3
+        rec.add_metric(f"{name}_bytes_per_token", Metric(value=nbytes, unit="bytes"))
+        rec.add_metric(f"{name}_roofline_fraction", Metric(value=nbytes / p50 / bw, direction="higher"))
 
     def _ceilings(self) -> dict[str, float]:
         if self._ceiling_values is None:
@@ -303,14 +313,15 @@ class Runner:
             self._ceiling_values = measure_ceilings()
         return self._ceiling_values
 
-    def _timing(self, rec: RunRecord, name: str, samples: list[float], summarize: Callable[..., dict[str, float]]) -> None:
-        from .measure.stats import summarize as stats
+    def _timing(self, rec: RunRecord, name: str, samples: list[float]) -> None:
+        """Raw samples plus p50/p90/mean (with its standard error) as ``<name>_ms_*`` metrics."""
+        from .measure.stats import summarize
 
         rec.samples[f"{name}_ms"] = [round(x, 4) for x in samples]
-        st = stats(samples)
-        for k, v in summarize(name, samples).items():
-            rec.add_metric(k, Metric(value=v, stderr=st["sem"] if k.endswith("mean") else None,
-                                     direction="lower", n=len(samples), unit="ms"))
+        st = summarize(samples)
+        for stat in ("p50", "p90", "mean"):
+            rec.add_metric(f"{name}_ms_{stat}", Metric(value=st[stat], stderr=st["sem"] if stat == "mean" else None,
+                                                       direction="lower", n=len(samples), unit="ms"))
 
     def _save(self, model: Any, tok: Any, rec: RunRecord) -> None:
         import json

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .stats import summarize
 from .timer import timer_for
 
 
@@ -65,9 +64,3 @@ def measure_decode(
                 if i >= warmup:
                     samples.append(ms)
     return samples
-
-
-def latency_metrics(name: str, samples: list[float]) -> dict[str, float]:
-    """``<name>_ms_p50`` etc. from raw samples."""
-    s = summarize(samples)
-    return {f"{name}_ms_p50": s["p50"], f"{name}_ms_p90": s["p90"], f"{name}_ms_mean": s["mean"]}
