@@ -20,7 +20,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}. Run '{self.prog} --help' for the options.")
 
 
-def _flag(name: str) -> str:
+def option_flag(name: str) -> str:
+    """The command-line flag of a config or measure field (``decode_path`` -> ``--decode-path``)."""
     return "--" + name.replace("_", "-")
 
 
@@ -102,10 +103,10 @@ def base_parser() -> argparse.ArgumentParser:
 def _plugin_parser(method_cls: Any, task_classes: list[Any]) -> argparse.ArgumentParser:
     p = _Parser(prog="sparsebench run", add_help=False)
     for name, f in method_cls.Config.model_fields.items():
-        p.add_argument(_flag(name), dest=f"m__{name}", help=f.description)
+        p.add_argument(option_flag(name), dest=f"m__{name}", help=f.description)
     for tcls in task_classes:
         for name in tcls.Config.model_fields:
-            p.add_argument(_flag(f"{tcls.name}_{name}"), dest=f"t__{tcls.name}__{name}")
+            p.add_argument(option_flag(f"{tcls.name}_{name}"), dest=f"t__{tcls.name}__{name}")
     return p
 
 
@@ -146,8 +147,8 @@ def _build_spec(args: argparse.Namespace, extra: list[str]) -> Any:
     task_classes = [registry.tasks().get(t) for t in task_names]
     opts, unknown = _plugin_parser(method_cls, task_classes).parse_known_args(extra)
     if unknown:
-        allowed = [_flag(n) for n in method_cls.Config.model_fields] + [
-            _flag(f"{t.name}_{n}") for t in task_classes for n in t.Config.model_fields]
+        allowed = [option_flag(n) for n in method_cls.Config.model_fields] + [
+            option_flag(f"{t.name}_{n}") for t in task_classes for n in t.Config.model_fields]
         raise UsageError(
             f"Unknown option(s) {' '.join(unknown)} for method '{method_name}'. Its options: "
             f"{', '.join(allowed[:len(method_cls.Config.model_fields)]) or '(none)'}; task options: "

@@ -11,16 +11,10 @@ import shlex
 from typing import Any
 
 from ..api import CalibrationSpec, MeasureSpec, ModelRef, RunSpec
+from ..cli import option_flag as _flag  # one naming rule, so commands always parse back
 
-_MEASURE_FLAGS = {
-    "warmup": "--warmup", "repetitions": "--repetitions", "batch_sizes": "--batch-sizes",
-    "prefill_lengths": "--prefill-lengths", "decode_context": "--decode-context",
-    "decode_tokens": "--decode-tokens", "decode_path": "--decode-path",
-}
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+# every measure field has a flag of its own name, except `enabled` (--no-latency)
+_MEASURE_FIELDS = [f for f in MeasureSpec.model_fields if f != "enabled"]
 
 
 def _values(value: Any) -> list[str]:
@@ -75,9 +69,9 @@ def reproduce_command(
     measure, m_default = spec.get("measure") or {}, MeasureSpec().model_dump(mode="json")
     if measure.get("enabled") is False:
         args.append("--no-latency")
-    for key, flag in _MEASURE_FLAGS.items():
+    for key in _MEASURE_FIELDS:
         if key in measure and measure[key] != m_default[key]:
-            args += [flag, *_values(measure[key])]
+            args += [_flag(key), *_values(measure[key])]
     for key, default in (("seed", 0), ("kernel", "auto")):
         if spec.get(key, default) != default:
             args += [_flag(key), str(spec[key])]
