@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .layerwise import InputStats
+from ..layerwise import InputStats
 from .scored import ScoredPruning
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from sparsebench.api import ApplyContext, Method, MethodResult, Metric
 
 from .config import PruningConfig
-from .layerwise import InputStats, prune_layerwise
+from ..layerwise import Block, InputStats, block_linears, decoder_blocks, process_layerwise
 from .masks import mask_from_score, parse_pattern
 
 
@@ -27,8 +27,6 @@ class ScoredPruning(Method):
         nm = parse_pattern(self.config.pattern)
         if nm is None:
             return
-        from .layerwise import block_linears, decoder_blocks
-
         for i, block in enumerate(decoder_blocks(model)):
             for name, lin in block_linears(block).items():
                 if lin.in_features % nm[1]:
@@ -42,17 +40,17 @@ class ScoredPruning(Method):
         self.check_model(model)
         pruned = 0
 
-        def prune_block(_i: int, linears: dict[str, nn.Linear], stats: dict[str, InputStats] | None) -> None:
+        def prune_block(block: Block) -> None:
             nonlocal pruned
-            for name, lin in linears.items():
+            for name, lin in block.linears.items():
                 w = lin.weight
-                score = self.score(w.detach().float(), stats[name] if stats else None)
+                score = self.score(w.detach().float(), block.stats[name] if block.stats else None)
                 mask = mask_from_score(score, cfg.sparsity, cfg.pattern, cfg.comparison)
                 with torch.no_grad():
                     w.mul_(mask.to(w.dtype))
                 pruned += 1
 
-        prune_layerwise(model, ctx, prune_block, needs_activations=self.needs_calibration)
+        process_layerwise(model, ctx, prune_block, needs_activations=self.needs_calibration)
         return MethodResult(
             metrics={"pruned_linear_layers": Metric(value=pruned)},
             kernels={"linear": "torch.nn.Linear (dense GEMM on masked weights)"},

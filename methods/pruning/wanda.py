@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .layerwise import InputStats
+from ..layerwise import InputStats
 from .scored import ScoredPruning
 
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from sparsebench.api import ApplyContext
 from sparsebench.methods.pruning.config import PruningConfig
-from sparsebench.methods.pruning.layerwise import InputStats, capture_block_inputs, prune_layerwise
+from sparsebench.methods.layerwise import InputStats, capture_block_inputs, process_layerwise
 from sparsebench.methods.pruning.magnitude import Magnitude
 from sparsebench.methods.pruning.wanda import Wanda
 
@@ -53,13 +53,13 @@ def test_block_stats_come_from_the_pruned_previous_block():
     batches = _batches()
     seen: dict[int, dict[str, InputStats]] = {}
 
-    def prune_block(i, linears, stats):
-        seen[i] = stats
-        for lin in linears.values():
+    def prune_block(block):
+        seen[block.index] = block.stats
+        for lin in block.linears.values():
             lin.weight.data[:, ::2] = 0  # prune block i (deterministic, easy to recompute)
 
     reference = _tiny_llama()
-    prune_layerwise(model, ApplyContext(calibration=batches), prune_block, needs_activations=True)
+    process_layerwise(model, ApplyContext(calibration=batches), prune_block, needs_activations=True)
 
     # recompute by hand: inputs of block 1 are outputs of the *pruned* block 0
     hidden, kws = capture_block_inputs(reference, batches, "cpu")
