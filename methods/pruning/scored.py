@@ -7,8 +7,8 @@ from torch import nn
 
 from sparsebench.api import ApplyContext, Method, MethodResult, Metric
 
-from .config import PruningConfig
 from ..layerwise import Block, InputStats, block_linears, decoder_blocks, process_layerwise
+from .config import PruningConfig
 from .masks import mask_from_score, parse_pattern
 
 

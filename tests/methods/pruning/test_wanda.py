@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from sparsebench.api import ApplyContext
-from sparsebench.methods.pruning.config import PruningConfig
 from sparsebench.methods.layerwise import InputStats, capture_block_inputs, process_layerwise
+from sparsebench.methods.pruning.config import PruningConfig
 from sparsebench.methods.pruning.magnitude import Magnitude
 from sparsebench.methods.pruning.wanda import Wanda
 
