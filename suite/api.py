@@ -143,6 +143,9 @@ class Method(ABC):
     def apply_(self, model: Any, ctx: ApplyContext) -> MethodResult:
         """Transform ``model`` in place."""
 
+    # Optional: ``save_model(model, tokenizer, path)`` for methods whose model transformers
+    # cannot save and reload by itself (packed weights); ``--save-model`` then calls it.
+
 
 @dataclass(frozen=True)
 class Tolerance:

@@ -164,7 +164,7 @@ class Runner:
                     self._latency(rec, model, tok, texts, spec, device)
             if save and self.save_model:
                 with self._phase(rec, "save_model"):
-                    self._save(model, tok, rec)
+                    self._save(model, tok, rec, r.method)
         except Exception as exc:  # a failing method or task becomes a 'failed' record
             rec.status = "failed"
             rec.error = f"{type(exc).__name__}: {exc}"
@@ -323,13 +323,16 @@ class Runner:
             rec.add_metric(f"{name}_ms_{stat}", Metric(value=st[stat], stderr=st["sem"] if stat == "mean" else None,
                                                        direction="lower", n=len(samples), unit="ms"))
 
-    def _save(self, model: Any, tok: Any, rec: RunRecord) -> None:
+    def _save(self, model: Any, tok: Any, rec: RunRecord, method: Any) -> None:
         import json
 
         assert self.save_model is not None
         self.save_model.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(self.save_model, safe_serialization=True)
-        tok.save_pretrained(self.save_model)
+        if hasattr(method, "save_model"):  # a method whose model is not a plain transformers one
+            method.save_model(model, tok, self.save_model)
+        else:
+            model.save_pretrained(self.save_model, safe_serialization=True)
+            tok.save_pretrained(self.save_model)
         (self.save_model / "sparsebench_run.json").write_text(
             json.dumps({"run_id": rec.run_id, "spec_key": rec.spec_key, "spec": rec.spec}, indent=1)
         )

@@ -1,0 +1,112 @@
+"""Triton int4 weight-only matmul: codes dequantized in registers, fp32 accumulation.
+
+Per K-tile (which never straddles a quantization group, since the tile width divides
+the group size) the kernel multiplies the raw codes on tensor cores and applies the
+group's affine map once per output instead of once per weight:
+
+    sum_k x_k (q_nk s_n + o_n) = s_n * sum_k x_k q_nk + o_n * sum_k x_k
+
+The packed byte holds columns 2j (low nibble) and 2j+1 (high nibble), so the even and odd
+columns of ``x`` are loaded separately and two half-width dots are summed: no
+interleaving of unpacked codes is needed. Small M (decode) splits K across programs so
+the whole GPU streams the weight; partial sums then meet in an fp32 buffer by atomics.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _configs() -> list[triton.Config]:
+    if INTERPRET:
+        return [triton.Config({"BM": 16, "BN": 16, "BK": 32, "SPLIT_K": 2}, num_warps=4, num_stages=1)]
+    out = []
+    for bm, bn, bk, split, warps, stages in [
+        # decode (M <= 16): narrow N tiles and split-K so >= 1 wave of programs streams the weight
+        (16, 32, 128, 1, 4, 4), (16, 32, 128, 2, 4, 4), (16, 64, 128, 2, 4, 4), (16, 32, 128, 4, 4, 4),
+        (16, 64, 128, 4, 4, 3), (16, 128, 128, 4, 4, 3), (16, 32, 64, 4, 4, 4), (16, 64, 64, 8, 4, 4),
+        (16, 32, 32, 4, 4, 4), (16, 64, 32, 8, 4, 4), (16, 128, 64, 2, 4, 4),
+        # medium / prefill
+        (32, 64, 64, 1, 4, 4), (64, 64, 64, 1, 4, 4), (64, 128, 64, 1, 4, 4), (128, 128, 64, 1, 8, 3),
+        (128, 256, 64, 1, 8, 3), (64, 128, 128, 1, 4, 3), (128, 128, 128, 1, 8, 3), (128, 128, 32, 1, 4, 4),
+        (64, 128, 32, 1, 4, 4),
+    ]:
+        out.append(triton.Config({"BM": bm, "BN": bn, "BK": bk, "SPLIT_K": split}, num_warps=warps,
+                                 num_stages=stages))
+    return out
+
+
+def _prune(configs: list[triton.Config], named_args: dict, **_: object) -> list[triton.Config]:
+    group, m = named_args["G"], named_args["M"]
+    keep = [c for c in configs if group % c.kwargs["BK"] == 0
+            and (c.kwargs["BM"] == 16) == (m <= 16)]
+    return keep or [c for c in configs if group % c.kwargs["BK"] == 0]
+
+
+@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "G"], prune_configs_by={"early_config_prune": _prune},
+                 reset_to_zero=["y_ptr"])
+@triton.jit
+def _int4_mm(x_ptr, q_ptr, s_ptr, o_ptr, y_ptr, M, N, K, G, M_BUCKET,
+             sxm, sxk, sqn, sqk, ssn, ssg, sym, syn,
+             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT_K: tl.constexpr,
+             ATOMIC: tl.constexpr, DOT_F32: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    rh = tl.arange(0, BK // 2)
+    m_ok = rm < M
+    n_ok = rn < N
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    k_tiles = tl.cdiv(K, BK)
+    for t in range(pid_k, k_tiles, SPLIT_K):
+        kh = t * (BK // 2) + rh  # packed byte column
+        h_ok = kh < K // 2
+        qb = tl.load(q_ptr + rn[:, None] * sqn + kh[None, :] * sqk, mask=n_ok[:, None] & h_ok[None, :], other=0)
+        xe = tl.load(x_ptr + rm[:, None] * sxm + (2 * kh)[None, :] * sxk, mask=m_ok[:, None] & h_ok[None, :], other=0.0)
+        xo = tl.load(x_ptr + rm[:, None] * sxm + (2 * kh + 1)[None, :] * sxk, mask=m_ok[:, None] & h_ok[None, :],
+                     other=0.0)
+        if DOT_F32:  # the interpreter mis-converts uint8 -> bf16 and computes bf16 dots wrongly
+            part = tl.dot(xe.to(tl.float32), tl.trans((qb & 0x0F).to(tl.float32)), input_precision="ieee") + \
+                tl.dot(xo.to(tl.float32), tl.trans((qb >> 4).to(tl.float32)), input_precision="ieee")
+        else:  # codes 0..15 are exact in every float type
+            part = tl.dot(xe, tl.trans((qb & 0x0F).to(xe.dtype))) + tl.dot(xo, tl.trans((qb >> 4).to(xe.dtype)))
+        xsum = tl.sum(xe.to(tl.float32), axis=1) + tl.sum(xo.to(tl.float32), axis=1)
+        g = (t * BK) // G
+        s = tl.load(s_ptr + rn * ssn + g * ssg, mask=n_ok, other=0.0).to(tl.float32)
+        o = tl.load(o_ptr + rn * ssn + g * ssg, mask=n_ok, other=0.0).to(tl.float32)
+        acc += part * s[None, :] + xsum[:, None] * o[None, :]
+    ptrs = y_ptr + rm[:, None] * sym + rn[None, :] * syn
+    ok = m_ok[:, None] & n_ok[None, :]
+    if ATOMIC:
+        tl.atomic_add(ptrs, acc, mask=ok)
+    else:
+        tl.store(ptrs, acc.to(y_ptr.dtype.element_ty), mask=ok)
+
+
+def int4_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
+                group: int) -> torch.Tensor:
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    m, k = x2.shape
+    n = qweight.shape[0]
+    bucket = min(triton.next_power_of_2(m), 4096)
+    # Split-K configs accumulate with atomics into fp32; the choice is made by the autotuner,
+    # so the output is always fp32 first (its cost is one small cast at decode sizes).
+    y = torch.zeros((m, n), device=x.device, dtype=torch.float32)
+
+    def grid(meta: dict) -> tuple[int, int, int]:
+        return (triton.cdiv(m, meta["BM"]), triton.cdiv(n, meta["BN"]), meta["SPLIT_K"])
+
+    _int4_mm[grid](x2, qweight, scales, offsets, y, m, n, k, group, bucket,
+                   x2.stride(0), x2.stride(1), qweight.stride(0), qweight.stride(1),
+                   scales.stride(0), scales.stride(1), y.stride(0), y.stride(1), ATOMIC=True,
+                   DOT_F32=INTERPRET or x.dtype == torch.float32)
+    return y.to(x.dtype).reshape(*lead, n)

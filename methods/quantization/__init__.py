@@ -1,0 +1,1 @@
+"""Weight-only quantization: RTN, GPTQ, AWQ, all stored packed (``QuantLinear``)."""

@@ -1,0 +1,73 @@
+"""``QuantLinear``: a linear layer whose weight is held packed (codes + per-group scale/offset).
+
+It replaces ``nn.Linear`` in the model, so the model's stored bytes are the packed bytes.
+The forward pass uses the Triton int4 kernel for 4-bit weights on CUDA (``kernel`` auto or
+fast), else dequantizes the weight on the fly and calls the dense matmul (the reference).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sparsebench.kernels import int4_matmul as int4
+
+from .grid import Grid, dequantize
+from .packing import pack, unpack
+
+PARAM_DTYPE = torch.float16  # scales and offsets: 2 bytes each per group
+
+
+class QuantLinear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, grid: Grid, bias: bool, kernel: str = "auto",
+                 device: torch.device | str | None = None, compute_dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.in_features, self.out_features, self.grid = in_features, out_features, grid
+        self.kernel = kernel
+        self.compute_dtype = compute_dtype
+        groups = grid.groups(in_features)
+        self.register_buffer("qweight", torch.zeros(out_features, in_features * grid.bits // 8, dtype=torch.uint8,
+                                                    device=device))
+        self.register_buffer("scales", torch.zeros(out_features, groups, dtype=PARAM_DTYPE, device=device))
+        self.register_buffer("offsets", torch.zeros(out_features, groups, dtype=PARAM_DTYPE, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=compute_dtype, device=device)) if bias else None
+
+    @classmethod
+    def from_codes(cls, linear: nn.Linear, q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                   grid: Grid, kernel: str = "auto") -> QuantLinear:
+        w = linear.weight
+        mod = cls(linear.in_features, linear.out_features, grid, linear.bias is not None, kernel,
+                  device=w.device, compute_dtype=w.dtype)
+        mod.qweight.copy_(pack(q, grid.bits))
+        mod.scales.copy_(scale.to(PARAM_DTYPE))
+        mod.offsets.copy_(offset.to(PARAM_DTYPE))
+        if linear.bias is not None:
+            mod.bias.data.copy_(linear.bias.data)
+        return mod
+
+    def codes(self) -> torch.Tensor:
+        return unpack(self.qweight, self.grid.bits, self.in_features)
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight this layer computes with, fp32 ``[out, in]``."""
+        return dequantize(self.codes(), self.scales, self.offsets, self.grid.group_of(self.in_features))
+
+    def uses_fast_kernel(self, x: torch.Tensor) -> bool:
+        return self.grid.bits == 4 and self.kernel != "ref" and x.device.type == "cuda"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_fast_kernel(x):
+            y = int4.int4_matmul(x, self.qweight, self.scales.to(x.dtype), self.offsets.to(x.dtype),
+                                 self.grid.group_of(self.in_features), impl="triton")
+        else:
+            y = nn.functional.linear(x, self.dequantized().to(x.dtype))
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, bits={self.grid.bits}, "
+                f"group={self.grid.group_size or 'channel'}, symmetric={self.grid.symmetric}")
+
+
+def set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
