@@ -93,3 +93,19 @@ def test_save_and_load_packed_and_dequantized(tmp_path):
     assert torch.allclose(_logits(plain, ids), want, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="quantization.json"):
         load_quantized(tmp_path / "nowhere")
+
+
+def test_reference_weight_is_cached_until_a_buffer_changes():
+    from sparsebench.methods.quantization.grid import Grid, quantize_rtn
+
+    lin = torch.nn.Linear(32, 4)
+    grid = Grid(4, 16, False)
+    mod = QuantLinear.from_codes(lin, *quantize_rtn(lin.weight.detach(), grid), grid)
+    x = torch.randn(3, 32)
+    y = mod(x)
+    first = mod.reference_weight(torch.float32)
+    assert mod.reference_weight(torch.float32) is first  # no second unpack
+    with torch.no_grad():
+        mod.scales.mul_(2)  # in-place change: the cache must notice
+    assert not torch.equal(mod(x), y)
+    assert torch.allclose(mod(x), torch.nn.functional.linear(x, mod.dequantized(), mod.bias), atol=1e-5)
