@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--repetitions", type=int, default=10)
     p.add_argument("--decode-path", choices=["graph", "compile+graph"], default="graph")
+    p.add_argument("--kernel", choices=["auto", "ref", "fast"], default="auto",
+                   help="pruned layers: 'ref' = dense GEMM on masked weights; 'fast' (and 'auto' on CUDA) "
+                        "= sparse kernels (cuSPARSELt 2:4, Triton SpMM)")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow")
     args = p.parse_args(argv)
     configs = dict(METHODS)
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods:
                 spec = RunSpec(model=ModelRef(name=model), method=MethodSpec(name=method, config=configs.get(method, {})),
                                tasks=(TaskSpec(name="perplexity"),), profile=args.profile, measure=measure,
-                               calibration=CalibrationSpec(samples=8, seq_len=512))
+                               calibration=CalibrationSpec(samples=8, seq_len=512), kernel=args.kernel)
                 out = runner.run(spec)
                 records.extend(out if not records else out[1:])
                 failed |= any(r.status == "failed" for r in out)
