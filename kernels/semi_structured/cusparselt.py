@@ -18,9 +18,10 @@ the per-call plan set-up does not count) and keeps the fastest per (N, K, dtype,
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
+
+from ..tuning import time_ms
 
 # cuSPARSELt shape rules for 16-bit inputs (torch's _DTYPE_SHAPE_CONSTRAINTS for the backend):
 # the sparse matrix needs rows and columns multiples of 16, the dense one multiples of 8.
@@ -101,31 +102,6 @@ def tuned_table() -> dict[str, str]:
     return {f"N={n} K={k} {d.removeprefix('torch.')} M<={m}": c.describe() for (n, k, d, m), c in _TUNED.items()}
 
 
-def time_ms(fn: Any, calls: int = 3, replays: int = 3) -> float:
-    """Milliseconds per call of ``fn`` replayed in a CUDA graph (best of ``replays``)."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    best = float("inf")
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(replays):
-        start.record()
-        graph.replay()
-        stop.record()
-        stop.synchronize()
-        best = min(best, start.elapsed_time(stop) / calls)
-    del graph
-    return best
-
-
 def _try(x: torch.Tensor, packed: torch.Tensor, cfg: CsltConfig) -> float | None:
     try:
         return time_ms(lambda: matmul(x, packed, cfg))
@@ -138,7 +114,8 @@ def search(packed: torch.Tensor, n: int, k: int, m: int, dtype: torch.dtype,
            log: list[str] | None = None) -> tuple[CsltConfig, float]:
     """The fastest configuration for ``[m, k] @ [k, n]`` and its time (ms per call).
 
-    1. each of the 4 layouts with alg 0 and with the alg id cuSPARSELt's own search picks;
+    1. each of the 4 layouts with alg 0, and the 2 copy-free ones with the alg id that
+       cuSPARSELt's own search (``torch._cslt_sparse_mm_search``) picks;
     2. every alg id in the best layout; 3. split-K 2/4/8 on the best alg for small M.
     """
     x = torch.randn(padded_m(m), k, device=packed.device, dtype=dtype)
@@ -153,6 +130,8 @@ def search(packed: torch.Tensor, n: int, k: int, m: int, dtype: torch.dtype,
     for colmajor in (True, False):
         for tr in (True, False):
             measure(CsltConfig(colmajor, tr, 0))
+            if not colmajor:  # the copy layouts only get alg 0 here, and the sweep if they win
+                continue
             try:
                 b = x.t() if colmajor else x.t().contiguous()
                 alg = int(torch._cslt_sparse_mm_search(packed, b, transpose_result=tr))

@@ -49,7 +49,7 @@ def _m_bucket(m: int) -> int:
 
 def tune(packed: PackedWeight, m: int, log: list[str] | None = None) -> dict[str, int]:
     """Fastest (split_k, num_warps, num_stages) for this shape and M bucket, timed in CUDA graphs."""
-    from ..semi_structured.cusparselt import time_ms
+    from ..tuning import time_ms
     from . import triton as tri
 
     n, k = packed.shape
