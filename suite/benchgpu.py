@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in records:
                 frac = {k: round(v, 3) for k, v in r.metrics.items() if k.endswith("roofline_fraction")}
                 print(f"{r.spec['method']['name']:10s} {r.status:7s} {r.run_id} {frac}")
+                print(f"{'':10s} kernels: {r.kernels}")
+                if r.error:
+                    print(f"{'':10s} error: {r.error}\n" + "\n".join(n for n in r.notes if "Traceback" in n))
     except SparsebenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
