@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--repetitions", type=int, default=10)
     p.add_argument("--decode-path", choices=["graph", "compile+graph"], default="graph")
+    p.add_argument("--kernel", choices=["auto", "ref", "fast"], default="auto",
+                   help="pruned layers: 'ref' = dense GEMM on masked weights; 'fast' (and 'auto' on CUDA) "
+                        "= sparse kernels (cuSPARSELt 2:4, Triton SpMM)")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow")
     args = p.parse_args(argv)
     configs = dict(METHODS)
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             for method in args.methods:
                 spec = RunSpec(model=ModelRef(name=model), method=MethodSpec(name=method, config=configs.get(method, {})),
                                tasks=(TaskSpec(name="perplexity"),), profile=args.profile, measure=measure,
-                               calibration=CalibrationSpec(samples=8, seq_len=512))
+                               calibration=CalibrationSpec(samples=8, seq_len=512), kernel=args.kernel)
                 out = runner.run(spec)
                 records.extend(out if not records else out[1:])
                 failed |= any(r.status == "failed" for r in out)
@@ -59,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             for r in records:
                 frac = {k: round(v, 3) for k, v in r.metrics.items() if k.endswith("roofline_fraction")}
                 print(f"{r.spec['method']['name']:10s} {r.status:7s} {r.run_id} {frac}")
+                print(f"{'':10s} kernels: {r.kernels}")
+                if r.error:
+                    print(f"{'':10s} error: {r.error}\n" + "\n".join(n for n in r.notes if "Traceback" in n))
     except SparsebenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -9,6 +9,7 @@ from sparsebench.api import ApplyContext, Method, MethodResult, Metric
 
 from ..layerwise import Block, InputStats, block_linears, decoder_blocks, process_layerwise
 from .config import PruningConfig
+from .fast import use_sparse_kernels_
 from .masks import mask_from_score, parse_pattern
 
 
@@ -51,7 +52,5 @@ class ScoredPruning(Method):
                 pruned += 1
 
         process_layerwise(model, ctx, prune_block, needs_activations=self.needs_calibration)
-        return MethodResult(
-            metrics={"pruned_linear_layers": Metric(value=pruned)},
-            kernels={"linear": "torch.nn.Linear (dense GEMM on masked weights)"},
-        )
+        kernels, notes = use_sparse_kernels_(model, cfg.pattern, ctx.kernel)
+        return MethodResult(metrics={"pruned_linear_layers": Metric(value=pruned)}, kernels=kernels, notes=notes)

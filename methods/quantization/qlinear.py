@@ -57,6 +57,12 @@ class QuantLinear(nn.Module):
         """The weight this layer computes with, fp32 ``[out, in]``."""
         return dequantize(self.codes(), self.scales, self.offsets, self.grid.group_of(self.in_features))
 
+    def weight_zero_count(self) -> tuple[int, int]:
+        """(weights that dequantize to exactly 0, all weights): how the harness counts the
+        sparsity and the decode bytes of packed layers without importing this module."""
+        w = self.dequantized()
+        return int((w == 0).sum()), w.numel()
+
     def uses_fast_kernel(self, x: torch.Tensor) -> bool:
         return self.grid.bits == 4 and self.kernel != "ref" and x.device.type == "cuda"
 

@@ -47,7 +47,8 @@ def measure_ceilings(device: str = "cuda", copy_bytes: int = 2 << 30, reps: int 
 
 def decode_bytes_per_token(model: Any, batch: int, context: int) -> float:
     """Bytes one decode step must read: every weight once (the input embedding only for
-    the rows it gathers, unless it is tied to the LM head) plus the KV cache so far."""
+    the rows it gathers, unless it is tied to the LM head; packed layers in their packed
+    size) plus the KV cache so far."""
     cfg = model.config
     emb = model.get_input_embeddings().weight
     head = model.get_output_embeddings().weight
@@ -62,6 +63,14 @@ def decode_bytes_per_token(model: Any, batch: int, context: int) -> float:
             total += batch * p.shape[1] * p.element_size()
         else:
             total += p.numel() * p.element_size()
+    from .sparsity import is_packed_linear
+
+    for mod in model.modules():  # packed weights (sparse/quantized kernels) are buffers
+        if is_packed_linear(mod):
+            for b in mod.buffers(recurse=False):
+                if b.untyped_storage().data_ptr() not in seen:
+                    seen.add(b.untyped_storage().data_ptr())
+                    total += b.numel() * b.element_size()
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     kv = 2 * cfg.num_hidden_layers * kv_heads * head_dim * context * batch * emb.element_size()

@@ -1,0 +1,130 @@
+"""Unstructured sparse x dense matmul for decode-sized M: ``ref`` and ``triton`` paths.
+
+``spmm(x, packed, impl=...)`` computes ``x @ W^T`` from the packed form (``pack(W)``);
+``SparseLinear.from_linear(lin)`` replaces a pruned ``nn.Linear`` and keeps only the
+packed weight. For M <= ``DECODE_M`` it runs the SpMM kernel; above, it decodes the weight
+into a scratch buffer on the device and runs cuBLAS (loading sparse pays only while the
+GEMM is memory-bound).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..dispatch import choose_impl
+from . import ref
+from .ref import PackedWeight, pack, unpack
+
+__all__ = ["DECODE_M", "PackedWeight", "SparseLinear", "pack", "spmm", "unpack"]
+
+DECODE_M = 16
+_TUNED: dict[tuple[int, int, str, int], dict[str, int]] = {}
+
+
+def spmm(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor | None = None, impl: str = "auto",
+         **launch: Any) -> torch.Tensor:
+    """``x [..., K] @ W^T (+ bias)`` for the packed ``W``, in ``x.dtype``."""
+    which = choose_impl(impl, x)
+    if which == "ref":
+        return ref.spmm(x, packed, bias)
+    from . import triton as tri
+
+    n, k = packed.shape
+    x2 = x.reshape(-1, k)
+    if packed.nnz == 0:
+        y = torch.zeros(x2.shape[0], n, device=x.device, dtype=x.dtype)
+    else:
+        y = tri.spmm(x2, packed, **launch)
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], n)
+
+
+def _m_bucket(m: int) -> int:
+    return 1 << (max(m, 1) - 1).bit_length()
+
+
+def tune(packed: PackedWeight, m: int, log: list[str] | None = None) -> dict[str, int]:
+    """Fastest (split_k, num_warps, num_stages) for this shape and M bucket, timed in CUDA graphs."""
+    from ..tuning import time_ms
+    from . import triton as tri
+
+    n, k = packed.shape
+    key = (n, k, str(packed.values.dtype), _m_bucket(m))
+    if key in _TUNED:
+        return _TUNED[key]
+    x = torch.randn(key[3], k, device=packed.values.device, dtype=packed.values.dtype)
+    auto = tri.default_split_k(packed, 1, x.device)
+    timings = {}
+    for split in sorted({1, 2, 4, 8, auto}):
+        for warps, stages in ((4, 2), (4, 3), (8, 3)):
+            cfg = {"split_k": split, "num_warps": warps, "num_stages": stages}
+            try:
+                timings[tuple(cfg.items())] = time_ms(lambda cfg=cfg: tri.spmm(x, packed, **cfg))
+            except Exception:  # a launch config the compiler refuses (registers, shared memory)
+                torch.cuda.synchronize()
+    if not timings:
+        raise RuntimeError(f"no SpMM launch configuration ran for N={n} K={k} M={m}")
+    best = min(timings, key=timings.__getitem__)
+    _TUNED[key] = dict(best)
+    if log is not None:
+        log.append(f"spmm tune M<={key[3]} N={n} K={k}: best {dict(best)} {timings[best]:.4f} ms "
+                   f"of {len(timings)} configs")
+    return _TUNED[key]
+
+
+class SparseLinear(nn.Module):
+    """An unstructured-sparse linear layer holding only the packed weight (bitmask tiles)."""
+
+    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None, autotune: bool = True):
+        super().__init__()
+        self.out_features, self.in_features = packed.shape
+        self.tile_n, self.tile_k = packed.tile_n, packed.tile_k
+        self.autotune = autotune
+        for name, t in packed.tensors().items():
+            self.register_buffer(name, t)
+        self.register_buffer("bias", bias)
+        self.tuning_log: list[str] = []
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear, autotune: bool = True) -> SparseLinear:
+        w = lin.weight.detach()
+        if w.device.type != "cuda":
+            raise ValueError(f"SparseLinear runs its Triton kernel on CUDA; the weight is on {w.device}")
+        if w.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            raise ValueError(f"SparseLinear supports float16/bfloat16/float32 weights, got {w.dtype}")
+        bias = None if lin.bias is None else lin.bias.detach().clone()
+        return cls(pack(w), bias, autotune)
+
+    @property
+    def packed(self) -> PackedWeight:
+        return PackedWeight(self.values, self.bits, self.row_start, (self.out_features, self.in_features),
+                            self.tile_n, self.tile_k)
+
+    def weight_zero_count(self) -> tuple[int, int]:
+        """(exact zeros, total) of the held weight: everything not stored is zero."""
+        total = self.in_features * self.out_features
+        return total - int(self.values.numel()), total
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.packed
+        x2 = x.reshape(-1, self.in_features)
+        m = x2.shape[0]
+        if m > DECODE_M:  # compute-bound: decode the weight once, then cuBLAS
+            from . import triton as tri
+
+            y = torch.nn.functional.linear(x2, tri.unpack(p), self.bias)
+            return y.reshape(*x.shape[:-1], self.out_features)
+        launch: dict[str, int] = {}
+        if self.autotune and x.is_cuda and not torch.cuda.is_current_stream_capturing():
+            launch = tune(p, m, self.tuning_log)
+        elif (cached := _TUNED.get((*p.shape, str(p.values.dtype), _m_bucket(m)))) is not None:
+            launch = cached
+        return spmm(x, p, self.bias, impl="triton", **launch)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"nnz={self.values.numel()}, bitmask tiles {self.tile_n}x{self.tile_k}")
