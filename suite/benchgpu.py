@@ -17,7 +17,8 @@ from .report import comparison_table
 from .runner import Runner
 
 MODELS = ("shape:llama-3.2-1b", "shape:llama-3.1-8b", "shape:qwen2.5-7b")
-METHODS = (("dense", {}), ("magnitude", {"pattern": "2:4"}), ("wanda", {"sparsity": 0.5}))
+METHODS = (("dense", {}), ("magnitude", {"pattern": "2:4"}), ("wanda", {"sparsity": 0.5}),
+           ("rtn", {"bits": 4, "group_size": 128}))
 
 
 def main(argv: list[str] | None = None) -> int:
