@@ -1,8 +1,12 @@
 """Every source package is listed in pyproject.toml, so a non-editable install (the GPU
 machine, a wheel) ships it: a forgotten entry once left the int4 kernel out of an install."""
 
-import tomllib
+import sys
 from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib") if sys.version_info >= (3, 11) else pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 

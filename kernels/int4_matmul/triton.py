@@ -66,8 +66,10 @@ def _int4_mm(x_ptr, q_ptr, s_ptr, o_ptr, y_ptr, M, N, K, G, M_BUCKET,
     n_ok = rn < N
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     k_tiles = tl.cdiv(K, BK)
-    for t in range(pid_k, k_tiles, SPLIT_K):
-        kh = t * (BK // 2) + rh  # packed byte column
+    per_split = tl.cdiv(k_tiles, SPLIT_K)
+    for i in range(0, per_split):  # a counted loop from 0: Triton software-pipelines it
+        t = pid_k * per_split + i
+        kh = t * (BK // 2) + rh  # packed byte column (beyond K // 2 when t >= k_tiles: masked)
         h_ok = kh < K // 2
         qb = tl.load(q_ptr + rn[:, None] * sqn + kh[None, :] * sqk, mask=n_ok[:, None] & h_ok[None, :], other=0)
         xe = tl.load(x_ptr + rm[:, None] * sxm + (2 * kh)[None, :] * sxk, mask=m_ok[:, None] & h_ok[None, :], other=0.0)
@@ -91,12 +93,108 @@ def _int4_mm(x_ptr, q_ptr, s_ptr, o_ptr, y_ptr, M, N, K, G, M_BUCKET,
         tl.store(ptrs, acc.to(y_ptr.dtype.element_ty), mask=ok)
 
 
+def _gemv_configs() -> list[triton.Config]:
+    if INTERPRET:
+        return [triton.Config({"BN": 16, "BKH": 16, "SPLIT_K": 2}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BN": bn, "BKH": bkh, "SPLIT_K": sk}, num_warps=w, num_stages=st)
+            for bn, bkh, sk, w, st in [
+                (16, 64, 1, 4, 4), (32, 64, 1, 4, 4), (64, 64, 1, 4, 4), (16, 128, 1, 4, 4), (32, 128, 1, 4, 4),
+                (16, 64, 2, 4, 4), (32, 64, 2, 4, 4), (64, 64, 2, 8, 4), (32, 128, 2, 4, 3), (16, 128, 4, 4, 3),
+                (32, 64, 4, 4, 4), (64, 32, 4, 4, 4), (8, 128, 1, 2, 4), (8, 256, 1, 4, 3), (16, 256, 2, 4, 3),
+                (64, 128, 1, 8, 3), (128, 64, 1, 8, 3),
+                # groups of 32 need 16-byte tiles
+                (32, 16, 1, 4, 4), (64, 16, 2, 4, 4), (128, 16, 1, 4, 4)]]
+
+
+def _prune_gemv(configs: list[triton.Config], named_args: dict, **_: object) -> list[triton.Config]:
+    group = named_args["G"]
+    keep = [c for c in configs if group % (2 * c.kwargs["BKH"]) == 0]
+    if not keep:
+        raise ValueError(f"no int4 GEMV tile fits group size {group}")
+    return keep
+
+
+@triton.autotune(configs=_gemv_configs(), key=["N", "K", "G"], prune_configs_by={"early_config_prune": _prune_gemv},
+                 reset_to_zero=["y_ptr"])
+@triton.jit
+def _int4_gemv(x_ptr, q_ptr, s_ptr, o_ptr, y_ptr, N, K, G, sqn, ssn,
+               BN: tl.constexpr, BKH: tl.constexpr, SPLIT_K: tl.constexpr):
+    """M == 1 (decode at batch 1): CUDA-core dot products, no tensor-core padding to 16 rows.
+    Each program streams BN packed rows over its share of K in BKH-byte tiles."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rn = pid_n * BN + tl.arange(0, BN)
+    rh = tl.arange(0, BKH)
+    n_ok = rn < N
+    acc = tl.zeros((BN,), dtype=tl.float32)
+    k_tiles = tl.cdiv(K, 2 * BKH)
+    per_split = tl.cdiv(k_tiles, SPLIT_K)
+    for i in range(0, per_split):
+        t = pid_k * per_split + i
+        kh = t * BKH + rh
+        h_ok = kh < K // 2
+        qb = tl.load(q_ptr + rn[:, None] * sqn + kh[None, :], mask=n_ok[:, None] & h_ok[None, :], other=0)
+        xe = tl.load(x_ptr + 2 * kh, mask=h_ok, other=0.0).to(tl.float32)
+        xo = tl.load(x_ptr + 2 * kh + 1, mask=h_ok, other=0.0).to(tl.float32)
+        part = tl.sum((qb & 0x0F).to(tl.float32) * xe[None, :] + (qb >> 4).to(tl.float32) * xo[None, :], axis=1)
+        g = (t * 2 * BKH) // G
+        s = tl.load(s_ptr + rn * ssn + g, mask=n_ok, other=0.0).to(tl.float32)
+        o = tl.load(o_ptr + rn * ssn + g, mask=n_ok, other=0.0).to(tl.float32)
+        acc += part * s + (tl.sum(xe, axis=0) + tl.sum(xo, axis=0)) * o
+    tl.atomic_add(y_ptr + rn, acc, mask=n_ok)
+
+
+@triton.jit
+def _int4_dequant(q_ptr, s_ptr, o_ptr, w_ptr, N, K, G, sqn, ssn, swn, BN: tl.constexpr, BKH: tl.constexpr):
+    """Packed codes -> dense [N, K] weight in the output dtype (for large M: then cuBLAS)."""
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    kh = tl.program_id(1) * BKH + tl.arange(0, BKH)
+    ok = (rn < N)[:, None] & (kh < K // 2)[None, :]
+    qb = tl.load(q_ptr + rn[:, None] * sqn + kh[None, :], mask=ok, other=0)
+    g = (2 * kh) // G  # both columns of a byte are in one group (G is even)
+    s = tl.load(s_ptr + rn[:, None] * ssn + g[None, :], mask=ok, other=0.0).to(tl.float32)
+    o = tl.load(o_ptr + rn[:, None] * ssn + g[None, :], mask=ok, other=0.0).to(tl.float32)
+    lo = (qb & 0x0F).to(tl.float32) * s + o
+    hi = (qb >> 4).to(tl.float32) * s + o
+    base = w_ptr + rn[:, None] * swn + 2 * kh[None, :]
+    tl.store(base, lo.to(w_ptr.dtype.element_ty), mask=ok)
+    tl.store(base + 1, hi.to(w_ptr.dtype.element_ty), mask=ok)
+
+
+def dequantize(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, group: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    n, k = qweight.shape[0], qweight.shape[1] * 2
+    w = torch.empty((n, k), device=qweight.device, dtype=dtype)
+    bn, bkh = 32, 64
+    _int4_dequant[(triton.cdiv(n, bn), triton.cdiv(k // 2, bkh))](
+        qweight, scales, offsets, w, n, k, group, qweight.stride(0), scales.stride(0), w.stride(0), BN=bn, BKH=bkh)
+    return w
+
+
+# Above this many rows of x, dequantizing the weight once and calling cuBLAS beats decoding
+# it in every output tile (the dequantized copy is transient: it is freed after the call).
+DEQUANT_MIN_M = 64
+
+
 def int4_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
                 group: int) -> torch.Tensor:
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
+    qweight, scales, offsets = qweight.contiguous(), scales.contiguous(), offsets.contiguous()
     m, k = x2.shape
     n = qweight.shape[0]
+    if m >= DEQUANT_MIN_M and x.dtype != torch.float32:
+        w = dequantize(qweight, scales, offsets, group, x.dtype)
+        return torch.nn.functional.linear(x, w)
+    if m == 1:
+        y1 = torch.zeros((n,), device=x.device, dtype=torch.float32)
+        x1 = x2.reshape(-1).contiguous()
+
+        def grid1(meta: dict) -> tuple[int, int]:
+            return (triton.cdiv(n, meta["BN"]), meta["SPLIT_K"])
+
+        _int4_gemv[grid1](x1, qweight, scales, offsets, y1, n, k, group, qweight.stride(0), scales.stride(0))
+        return y1.to(x.dtype).reshape(*lead, n)
     bucket = min(triton.next_power_of_2(m), 4096)
     # Split-K configs accumulate with atomics into fp32; the choice is made by the autotuner,
     # so the output is always fp32 first (its cost is one small cast at decode sizes).

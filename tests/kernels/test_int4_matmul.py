@@ -41,7 +41,8 @@ def test_ref_on_a_hand_checkable_layer():
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("m,n,k,group", [(1, 37, 64, 32), (3, 20, 96, 32), (17, 33, 128, 64), (5, 16, 64, 64),
-                                         (2, 19, 80, 32), (1, 8, 96, 64)])  # last two: a short last group
+                                         (2, 19, 80, 32), (1, 8, 96, 64),  # a short last group
+                                         (64, 12, 64, 32), (70, 9, 96, 64)])  # dequantize + matmul path
 def test_triton_matches_ref(m, n, k, group, dtype):
     _, packed, scales, offsets = _random_layer(n, k, group, dtype)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(1)).to(dtype)
@@ -58,8 +59,9 @@ def test_triton_keeps_leading_dims_and_refuses_bad_groups():
     x = torch.randn(2, 3, 64)
     args = [t.to(DEVICE) for t in (x, packed, scales, offsets)]
     assert_close(op.int4_matmul(*args, 32, impl="triton"), ref.int4_matmul(*args, 32))
+    bad = [t.to(DEVICE) for t in (torch.randn(1, 48), packed[:, :24], scales[:, :3], offsets[:, :3])]
     with pytest.raises(ValueError, match="multiple of 32"):
-        op.int4_matmul(torch.randn(1, 48), packed[:, :24], scales[:, :3], offsets[:, :3], 16, impl="triton")
+        op.int4_matmul(*bad, 16, impl="triton")
 
 
 def test_impl_choice_is_validated():
