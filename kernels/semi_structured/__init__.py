@@ -85,7 +85,17 @@ class SemiStructuredLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features)
-        y = cusparselt.matmul(x2, self.packed, self.config_for(x2.shape[0]))
+        cfg = self.config_for(x2.shape[0])
+        try:
+            y = cusparselt.matmul(x2, self.packed, cfg)
+        except RuntimeError as exc:
+            # An alg id tuned on another M of the same bucket can be out of range for this
+            # problem (cuSPARSELt refuses it on the host: "invalid value ... ALG_CONFIG_ID").
+            if cfg == cusparselt.DEFAULT or torch.cuda.is_current_stream_capturing():
+                raise
+            self.tuning_log.append(f"M={x2.shape[0]}: {cfg.describe()} refused ({str(exc)[:80]}); using alg 0")
+            cusparselt.remember(self.out_features, self.in_features, self.weight_dtype, x2.shape[0], cusparselt.DEFAULT)
+            y = cusparselt.matmul(x2, self.packed, cusparselt.DEFAULT)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)

@@ -97,6 +97,10 @@ def lookup(n: int, k: int, dtype: torch.dtype, m: int) -> CsltConfig | None:
     return _TUNED.get((n, k, str(dtype), m_bucket(m)))
 
 
+def remember(n: int, k: int, dtype: torch.dtype, m: int, cfg: CsltConfig) -> None:
+    _TUNED[(n, k, str(dtype), m_bucket(m))] = cfg
+
+
 def tuned_table() -> dict[str, str]:
     """Every tuned configuration so far, for records and notes."""
     return {f"N={n} K={k} {d.removeprefix('torch.')} M<={m}": c.describe() for (n, k, d, m), c in _TUNED.items()}
