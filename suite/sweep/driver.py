@@ -38,6 +38,7 @@ class Summary:
     executor: str
     outcomes: list[Outcome] = field(default_factory=list)
     written: int = 0
+    startup_s: float = 0.0
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -60,7 +61,8 @@ class Summary:
         ov = self.overhead()
         if ov:
             lines.append(f"executor overhead per run (process wall time minus the run's measured "
-                         f"phases): median {ov[0]:.2f} s, mean {ov[1]:.2f} s")
+                         f"phases): median {ov[0]:.2f} s, mean {ov[1]:.2f} s; executor start-up "
+                         f"{self.startup_s:.1f} s once")
         bad = [o for o in self.outcomes if o.status in ("failed", "not run")]
         if bad:
             lines.append("failures:")
@@ -117,6 +119,7 @@ class Driver:
             status = "KILLED"
             raise
         finally:
+            self.summary.startup_s = self.executor.startup_s
             self.executor.close()
             self._bar.close()
             self._finish_parents(status)

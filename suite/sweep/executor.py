@@ -64,6 +64,8 @@ class Executor(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    #: seconds spent starting the executor itself (a forkserver, a Ray instance), once per sweep
+    startup_s: float = 0.0
 
     @abstractmethod
     def machine(self) -> dict[str, Any]:

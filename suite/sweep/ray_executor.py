@@ -3,7 +3,9 @@ a Ray instance it starts on this machine. Needs the ``dist`` extra (``pip instal
 
 Each task asks for one GPU when the cluster has GPUs (Ray pins it through
 ``CUDA_VISIBLE_DEVICES``), otherwise ``cpus_per_task`` CPUs, and runs in a fresh worker
-process (``max_calls=1``), so a crash or a leak never reaches the next run. A task is a
+process (``max_calls=1``), so a crash or a leak never reaches the next run, and is never
+retried (``max_retries=0``: a crashed run gets a failed record, and a retry could send a
+record twice). A task is a
 streaming generator: it reports that it started, then each record as the runner produces it;
 the driver writes them. A task past its time limit is cancelled with ``force=True``, which
 kills its worker process.
@@ -65,6 +67,7 @@ class RayExecutor(Executor):
                              "pip install 'sparsebench[dist]' (or use --executor local).") from None
         self.ray = ray
         self._owns = False
+        t0 = time.monotonic()
         if not ray.is_initialized():
             kw: dict[str, Any] = {"log_to_driver": False}
             if address:
@@ -76,14 +79,15 @@ class RayExecutor(Executor):
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise UsageError(f"Cannot start or reach Ray at '{address or 'a new local instance'}': {exc}") from None
             self._owns = True
+        self.startup_s = time.monotonic() - t0
         res = ray.cluster_resources()
         gpus = res.get("GPU", 0.0)
         self.gpus_per_task = gpus_per_task if gpus_per_task is not None else (1.0 if gpus else 0.0)
         self.cpus_per_task = cpus_per_task
         fit = int(gpus // self.gpus_per_task) if self.gpus_per_task else int(res.get("CPU", 1) // cpus_per_task)
         self._slots = max(1, min(workers, fit) if workers else fit)
-        self._remote = ray.remote(_task).options(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
-                                                 max_calls=1, num_returns="streaming")
+        self._remote = ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task, max_calls=1,
+                                  max_retries=0, num_returns="streaming")(_task)
         self._active: dict[Any, _Active] = {}
         self._machine: dict[str, Any] | None = None
         self.address = address or "local"
@@ -97,8 +101,10 @@ class RayExecutor(Executor):
 
     def machine(self) -> dict[str, Any]:
         if self._machine is None:  # as a task sees it (one GPU pinned, on a worker node)
+            t0 = time.monotonic()
             gen = self._remote.remote({"probe": True})
             self._machine = self.ray.get(next(gen))["machine"]
+            self.startup_s += time.monotonic() - t0
         return self._machine
 
     def run(self, jobs: list[Job]) -> Iterator[Event]:

@@ -1,17 +1,13 @@
 """What runs inside a sweep job's process: one ``Runner.run`` whose records go to the driver.
 
-``execute(payload, emit)`` is shared by every executor. The local executor starts
-``python -m sparsebench.sweep.worker FD`` per run: the job arrives as one JSON line on stdin,
-records leave as JSON lines on file descriptor FD, and when stdin reaches end-of-file (the
-driver died, even by SIGKILL) the worker exits at once, so an orphan never keeps running.
+``execute(payload, emit)`` is shared by every executor: the runner's store is replaced by a
+``RelayStore`` that holds the baseline records the driver sent and passes every record the
+runner writes to ``emit`` instead of the disk.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import threading
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,30 +51,3 @@ def probe() -> dict[str, Any]:
     from ..profiles.hardware import fingerprint, machine_info
 
     return fingerprint(machine_info())
-
-
-def _exit_on_eof() -> None:
-    sys.stdin.read()
-    os._exit(3)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    out = os.fdopen(int(argv[0]), "w")
-
-    def emit(message: dict[str, Any]) -> None:
-        out.write(json.dumps(message) + "\n")
-        out.flush()
-
-    payload = json.loads(sys.stdin.readline())
-    threading.Thread(target=_exit_on_eof, daemon=True).start()
-    if payload.get("probe"):
-        emit({"machine": probe()})
-    else:
-        execute(payload, emit)
-    out.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
