@@ -101,10 +101,17 @@ class Driver:
             self._wave(base_jobs)
             method_jobs = []
             offset = len(self.plan.baselines)
+            wanted = {r.baseline_key for r in self.plan.methods if r.done is None}
+            ok: dict[str, list[RunRecord]] = {}
+            here = self.plan.machine.get("id")
+            for rec in self.store:  # read once: the ok baselines the runner may reuse (this machine's)
+                if (rec.status == "ok" and rec.spec_key in wanted
+                        and rec.hardware.get("fingerprint", {}).get("id") == here):
+                    ok.setdefault(rec.spec_key, []).append(rec)
             for i, r in enumerate(self.plan.methods):
                 if r.done is not None:
                     continue
-                prior = [rec for rec in self.store if rec.status == "ok" and rec.spec_key == r.baseline_key]
+                prior = ok.get(r.baseline_key or "", [])
                 if not prior:
                     base = next(b for b in self.plan.baselines if b.key == r.baseline_key)
                     self._outcome(Outcome(r.label, "not run", error=f"its dense baseline ({base.label}) "
