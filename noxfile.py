@@ -1,4 +1,4 @@
-"""Every developer and CI action: bench, tests, lint, site.
+"""Every developer and CI action: bench, sweep, tests, lint, site.
 
 ``nox -s bench -- --method wanda --model llama`` installs what is needed into a fresh
 virtualenv and runs the benchmark. On a machine without an NVIDIA driver the CPU build of
@@ -38,6 +38,14 @@ def bench(session: nox.Session) -> None:
     session.run("sparsebench", "run", *session.posargs)
 
 
+@nox.session(python=PYTHON)
+def sweep(session: nox.Session) -> None:
+    """Run a sweep file, resuming where it stopped: nox -s sweep -- sweeps/pruning.yaml [--executor ray]"""
+    _install(session, "dist" if "ray" in session.posargs else "")
+    # exit 1 when some run failed: its failed record and the sweep's summary say why
+    session.run("sparsebench", "sweep", *(session.posargs or ["sweeps/pruning.yaml"]))
+
+
 @nox.session(python=PYTHON, name="bench-gpu")
 def bench_gpu(session: nox.Session) -> None:
     """Dense + methods on real-config shape models (random weights) on this machine's GPU."""
@@ -48,7 +56,7 @@ def bench_gpu(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite (Triton kernels run under the CPU interpreter)."""
-    _install(session, "test,triton,site")
+    _install(session, "test,triton,site,dist")
     session.run("pytest", *session.posargs, env={"TRITON_INTERPRET": "1"})
 
 

@@ -1,4 +1,4 @@
-"""The ``sparsebench`` command: run, ls, validate, show, gate, site.
+"""The ``sparsebench`` command: run, sweep, ls, validate, show, gate, site.
 
 Method and task options become typed flags generated from their config classes:
 ``--sparsity 0.6 --pattern 2:4`` for the method, ``--perplexity-window 256`` for a task.
@@ -57,6 +57,26 @@ def base_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-model", help="write the compressed model here (transformers format, safetensors)")
     run.add_argument("--fresh-baseline", action="store_true", help="measure the dense baseline even if a record exists")
     run.add_argument("--no-progress", action="store_true")
+
+    sw = sub.add_parser("sweep", help="run a grid of runs from a YAML sweep file (resumable)",
+                        description="Expand a sweep file (models x method configs x task sets x "
+                        "profiles), show the plan, and run what has no ok record yet on this machine, "
+                        "each run in its own process. Re-run the same command to continue after a "
+                        "crash or Ctrl-C. Format: see the README's Sweeps section. Exit 0: all ok or "
+                        "skipped; 1: some run failed; 2: bad input (nothing run).")
+    sw.add_argument("sweep_file", metavar="FILE", help="the sweep file, e.g. sweeps/pruning.yaml")
+    sw.add_argument("--executor", default="local", help="local (default: a process per GPU, or one "
+                    "at a time on CPU), ray, or an installed third-party executor")
+    sw.add_argument("--results", default="results", help="results directory (default: results)")
+    sw.add_argument("--dry-run", action="store_true", help="show the plan and stop")
+    sw.add_argument("--workers", type=int, help="runs at once (default: one per visible GPU; 1 on CPU; "
+                    "for ray: as many as the cluster fits)")
+    sw.add_argument("--logs", help="local executor: folder for each run's output (default: a temp dir)")
+    sw.add_argument("--ray-address", help="ray: 'auto', 'ray://host:10001', or leave out to start a local Ray")
+    sw.add_argument("--ray-cpus-per-task", type=float, default=1, help="ray: CPUs per task (default 1)")
+    sw.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    sw.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    sw.add_argument("--no-progress", action="store_true", help="plain status lines, no progress bar")
 
     ls = sub.add_parser("ls", help="list methods, tasks, models, profiles or runs")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "methods", "tasks", "models", "profiles", "runs"])
@@ -192,6 +212,39 @@ def cmd_run(args: argparse.Namespace, extra: list[str]) -> int:
     return EXIT_FAILED if any(r.status == "failed" for r in records) else EXIT_OK
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .store import ResultsStore
+    from .sweep import load_sweep, make_executor, precheck
+    from .sweep.driver import Driver
+    from .sweep.plan import build_plan
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1.")
+    sweep = load_sweep(args.sweep_file)
+    precheck(sweep)
+    store = ResultsStore(args.results)
+    store.all()  # a corrupt or newer-schema record stops us here, before any run
+    executor = make_executor(args.executor, workers=args.workers, logs=args.logs, address=args.ray_address,
+                             cpus_per_task=args.ray_cpus_per_task)
+    try:
+        plan = build_plan(sweep, executor.machine(), store)
+        print(plan.render(), flush=True)
+        print(f"executor: {executor.describe()}", flush=True)
+        if args.dry_run or not plan.todo():
+            print("nothing to run" if not plan.todo() else "dry run: nothing was run")
+            return EXIT_OK
+        sinks = []
+        if not args.no_mlflow:
+            from .sinks.mlflow_sink import MlflowSink
+
+            sinks.append(MlflowSink(args.tracking_uri))
+        summary = Driver(plan, executor, store, sinks=sinks, progress=not args.no_progress).run()
+    finally:
+        executor.close()
+    print(summary.render())
+    return summary.exit_code
+
+
 # ----------------------------------------------------------------------------- others
 
 
@@ -302,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, extra)
         return {"ls": cmd_ls, "validate": cmd_validate, "show": cmd_show, "gate": cmd_gate,
-                "site": cmd_site}[args.command](args)
+                "site": cmd_site, "sweep": cmd_sweep}[args.command](args)
     except SparsebenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

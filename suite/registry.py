@@ -17,6 +17,7 @@ T = TypeVar("T")
 
 METHODS_GROUP = "sparsebench.methods"
 TASKS_GROUP = "sparsebench.tasks"
+EXECUTORS_GROUP = "sparsebench.executors"
 
 
 class Registry(Generic[T]):
@@ -97,6 +98,12 @@ def tasks() -> Registry[Any]:
     from .api import Task
 
     return _cached(TASKS_GROUP, "task", Task)
+
+
+def executors() -> Registry[Any]:
+    from .sweep.executor import Executor
+
+    return _cached(EXECUTORS_GROUP, "executor", Executor)
 
 
 _CACHE: dict[str, Registry[Any]] = {}

@@ -53,8 +53,11 @@ class Runner:
         reuse_baseline: bool = True,
         save_model: str | Path | None = None,
         log: Callable[[str], None] | None = None,
+        store: ResultsStore | None = None,
     ):
-        self.store = ResultsStore(results)
+        # ``store`` replaces the directory store: a sweep worker hands its records to the
+        # sweep driver, which is the only writer (see ``sparsebench.sweep.worker``).
+        self.store = store if store is not None else ResultsStore(results)
         self.sinks = sinks or []
         self.progress = tqdm_progress(progress)
         self.reuse_baseline = reuse_baseline

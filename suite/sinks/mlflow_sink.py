@@ -54,8 +54,20 @@ class MlflowSink:
         else:
             self.experiment_id = exp.experiment_id
 
-    def log(self, record: RunRecord) -> str:
-        """Create one MLflow run for the record; returns the MLflow run id."""
+    def start_parent(self, name: str, tags: dict[str, str]) -> str:
+        """Open a run that groups a sweep's runs (they name it in ``mlflow.parentRunId``)."""
+        run = self.client.create_run(self.experiment_id, tags={"mlflow.runName": name, **tags})
+        return run.info.run_id
+
+    def finish_parent(self, run_id: str, status: str, counts: dict[str, int]) -> None:
+        """Close a sweep's parent run: ``status`` FINISHED, FAILED or KILLED, with its counts."""
+        metrics = [self.mlflow.entities.Metric(k, float(v), 0, 0) for k, v in counts.items()]
+        self.client.log_batch(run_id, metrics=metrics)
+        self.client.set_terminated(run_id, status=status)
+
+    def log(self, record: RunRecord, parent_run_id: str | None = None) -> str:
+        """Create one MLflow run for the record (a child of ``parent_run_id`` when given);
+        returns the MLflow run id."""
         spec = record.spec
         tags = {
             "sparsebench.run_id": record.run_id,
@@ -64,6 +76,8 @@ class MlflowSink:
             "sparsebench.profile": str(record.hardware.get("profile")),
             "mlflow.runName": f"{spec['method']['name']} / {spec['model']['name']}",
         }
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, tags=tags)
         rid = run.info.run_id
         try:
