@@ -47,4 +47,7 @@ def describe(impl: str, device: str) -> str:
     path = choose_impl(impl, torch.empty(0, device=device))
     if path == "ref":
         return "sparse_gemv ref (PyTorch, fp32 accumulation)"
-    return f"sparse_gemv triton (<= {MAX_ROWS} rows); masked cuBLAS GEMM for more rows"
+    from .triton import DEFAULT_CONFIG
+
+    return (f"sparse_gemv triton ({DEFAULT_CONFIG.label()}; <= {MAX_ROWS} rows); "
+            "masked cuBLAS GEMM for more rows")

@@ -15,6 +15,7 @@ bias and casts to the output dtype.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -89,16 +90,32 @@ def _sum_splits_kernel(part_ptr, bias_ptr, y_ptr, MN, N, SPLITS,
 
 @dataclass(frozen=True)
 class GemvConfig:
-    """Tile sizes and split-K of one launch. ``programs``: how many programs to aim for."""
+    """Tile sizes and split-K of one launch. ``programs``: how many programs to aim for
+    (0: two per streaming multiprocessor). ``SPARSEBENCH_GEMV_CONFIG="bn=256,bk=64,w=8,p=0"``
+    overrides the default (e.g. with the best configuration of the kernel benchmark's sweep)."""
 
     block_n: int = 256
-    block_k: int = 32
-    programs: int = 0  # 0: two per streaming multiprocessor
-    num_warps: int = 4
-    min_k_blocks: int = 4  # a split walks at least this many blocks of inputs
+    block_k: int = 64
+    programs: int = 0
+    num_warps: int = 8
+    min_k_blocks: int = 2  # a split walks at least this many blocks of inputs
 
     def label(self) -> str:
-        return f"bn{self.block_n}-bk{self.block_k}-p{self.programs or 'auto'}-w{self.num_warps}"
+        return f"bn={self.block_n},bk={self.block_k},w={self.num_warps},p={self.programs}"
+
+    @classmethod
+    def from_env(cls) -> GemvConfig:
+        spec = os.environ.get("SPARSEBENCH_GEMV_CONFIG", "").strip()
+        if not spec:
+            return cls()
+        keys = {"bn": "block_n", "bk": "block_k", "w": "num_warps", "p": "programs"}
+        try:
+            return cls(**{keys[k.strip()]: int(v) for k, v in (part.split("=") for part in spec.split(","))})
+        except (KeyError, ValueError):
+            raise ValueError(f"SPARSEBENCH_GEMV_CONFIG={spec!r}: expected e.g. 'bn=256,bk=64,w=8,p=0'") from None
+
+
+DEFAULT_CONFIG = GemvConfig.from_env()
 
 
 _SM_COUNT: dict[int, int] = {}
@@ -141,7 +158,7 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
     m = x2.shape[0]
     if not 1 <= m <= MAX_ROWS:
         raise ValueError(f"the sparse GEMV takes 1..{MAX_ROWS} rows, got {m}")
-    cfg = config or GemvConfig()
+    cfg = config or DEFAULT_CONFIG
     block_m, block_n, block_k, k_per_split, splits = plan(m, n, k, x.device, cfg)
     per_channel = isinstance(threshold, torch.Tensor)
     t_vec = threshold.float().contiguous() if per_channel else x2  # unused pointer when scalar

@@ -39,6 +39,10 @@ def _run(results, capsys, *args):
     (["--profile", "h10"], "Unknown profile 'h10'. Did you mean 'h100'?"),
     (["--method", "wanda", "--sparsity", "1.2"], "sparsity must be in [0, 1)"),
     (["--method", "wanda", "--sparsity", "-0.1"], "sparsity must be in [0, 1)"),
+    (["--method", "teal", "--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+    (["--method", "wina", "--sparsity", "abc"], "sparsity must be a number in [0, 1)"),
+    (["--method", "teal", "--allocation", "greedyy"], "allocation: Input should be 'uniform' or 'greedy'"),
+    (["--method", "chess", "--attention", "qkv"], "attention: Input should be"),
     (["--method", "magnitude", "--pattern", "4:4"], "0 < N < M"),
     (["--method", "magnitude", "--pattern", "8:4"], "0 < N < M"),
     (["--method", "wanda", "--pattern", "2:4", "--sparsity", "0.99"], "conflicts with pattern 2:4"),
@@ -56,7 +60,7 @@ def test_bad_run_arguments(results, capsys, args, needle):
 
 def test_unknown_method_lists_known_names(results, capsys):
     _, err = _run(results, capsys, "--method", "nope")
-    assert "Known methods: dense, magnitude, wanda" in err
+    assert "Known methods: " in err and all(f" {m}," in err or f" {m}." in err for m in ("dense", "magnitude", "wanda"))
 
 
 @pytest.mark.parametrize("content,needle", [
