@@ -11,16 +11,26 @@ from dataclasses import dataclass
 
 import torch
 
-_MAX_VALUES = 1 << 24  # values a quantile is taken over (an even stride beyond this)
+_MAX_VALUES = 1 << 21  # values a quantile is taken over (whole rows, evenly strided, beyond this)
+
+
+def _subsample(values: torch.Tensor) -> torch.Tensor:
+    """At most about ``_MAX_VALUES`` values, taking whole rows of a ``[rows, width]`` sample
+    (a flat stride would keep the same channels in every row when it divides the width)."""
+    v = values.detach().float()
+    if v.numel() <= _MAX_VALUES:
+        return v.flatten()
+    if v.dim() == 1:
+        return v[:: -(-v.numel() // _MAX_VALUES)]
+    v = v.reshape(-1, v.shape[-1])
+    return v[:: -(-v.numel() // _MAX_VALUES)].flatten()
 
 
 def quantile_threshold(values: torch.Tensor, sparsity: float) -> float:
     """The threshold dropping a fraction ``sparsity`` of ``values`` (0 keeps everything nonzero)."""
     if sparsity <= 0.0:
         return 0.0
-    v = values.detach().flatten().float()
-    if v.numel() > _MAX_VALUES:
-        v = v[:: -(-v.numel() // _MAX_VALUES)]
+    v = _subsample(values)
     k = min(v.numel(), max(1, round(sparsity * v.numel())))
     return float(v.kthvalue(k).values)
 
@@ -49,12 +59,22 @@ class Site:
     def params(self) -> int:
         return sum(w.numel() for w in self.weights)
 
-    def relative_error(self, threshold: float, rows: torch.Tensor) -> float:
-        """||(x dropped) W^T||^2 / ||x W^T||^2 summed over the site's linears."""
-        dropped = torch.where(rows.abs() <= threshold, rows, torch.zeros((), dtype=rows.dtype, device=rows.device))
-        err = sum(float((dropped @ w.float().t()).pow(2).sum()) for w in self.weights)
+    def error_curve(self, levels: Sequence[float], rows: torch.Tensor) -> list[float]:
+        """Relative output error ``||(x dropped) W^T||^2 / ||x W^T||^2`` (summed over the site's
+        linears) on ``rows`` when a fraction ``level`` of their |x| is dropped, per level."""
+        sorted_abs = rows.abs().flatten().sort().values
+        n = sorted_abs.numel()
         ref = sum(float((rows @ w.float().t()).pow(2).sum()) for w in self.weights)
-        return err / max(ref, 1e-30)
+        out = []
+        zero = torch.zeros((), dtype=rows.dtype, device=rows.device)
+        for lv in levels:
+            if lv <= 0:
+                out.append(0.0)
+                continue
+            t = sorted_abs[min(n, max(1, round(lv * n))) - 1]
+            dropped = torch.where(rows.abs() <= t, rows, zero)
+            out.append(sum(float((dropped @ w.float().t()).pow(2).sum()) for w in self.weights) / max(ref, 1e-30))
+        return out
 
 
 def group_sites(names: Sequence[str], samples: dict[str, torch.Tensor],
@@ -73,7 +93,7 @@ def group_sites(names: Sequence[str], samples: dict[str, torch.Tensor],
 
 
 def greedy_allocation(sites: list[Site], target: float, step: float = 0.05, cap: float = 0.95,
-                      error_rows: int = 512) -> list[float]:
+                      error_rows: int = 256) -> list[float]:
     """Per-site sparsity whose size-weighted mean is ``target``, found greedily.
 
     Every site starts dense. Each step raises by ``step`` the sparsity of the site where that
@@ -88,11 +108,7 @@ def greedy_allocation(sites: list[Site], target: float, step: float = 0.05, cap:
         return [target] * len(sites)
     levels = [round(i * step, 10) for i in range(int(round(cap / step)) + 1)]
     total = sum(s.params for s in sites)
-    errors = []
-    for s in sites:
-        rows = s.sample[:: max(1, -(-s.sample.shape[0] // error_rows))]
-        abs_x = s.sample.abs()
-        errors.append([s.relative_error(quantile_threshold(abs_x, lv), rows) for lv in levels])
+    errors = [s.error_curve(levels, s.sample[:: max(1, -(-s.sample.shape[0] // error_rows))]) for s in sites]
     level = [0] * len(sites)
     mean = 0.0
     last = 0
