@@ -38,10 +38,10 @@ from sparsebench.kernels.tolerances import TOLERANCES, assert_close
 SHAPES = {"q_o": (4096, 4096), "k_v": (4096, 1024), "gate_up": (4096, 14336), "down": (14336, 4096)}
 TINY = {"tiny_a": (37, 53), "tiny_b": (300, 40)}
 SPARSITIES = tuple(i / 10 for i in range(10))
-SWEEP = (GemvConfig(block_n=128, block_k=64, num_warps=4), GemvConfig(block_n=256, block_k=32, num_warps=4),
-         GemvConfig(block_n=512, block_k=32, num_warps=8), GemvConfig(block_n=256, block_k=128, num_warps=8),
-         GemvConfig(block_n=256, block_k=64, num_warps=8, programs=528),
-         GemvConfig(block_n=128, block_k=64, num_warps=4, programs=528))
+SWEEP = (GemvConfig(block_n=128, block_k=32, num_warps=4), GemvConfig(block_n=256, block_k=64, num_warps=8),
+         GemvConfig(block_n=512, block_k=16, num_warps=4), GemvConfig(block_n=512, block_k=32, num_warps=8),
+         GemvConfig(block_n=256, block_k=32, num_warps=4, programs=528),
+         GemvConfig(block_n=256, block_k=16, num_warps=4, programs=1056))
 
 
 def threshold_for(x: torch.Tensor, sparsity: float) -> float:

@@ -37,6 +37,9 @@ def _sparse_gemv_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, out_ptr,
     n_ok = offs_n < N
     m_ok = offs_m < M
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # one row: products accumulate elementwise and are reduced over K once after the loop
+    # (a reduction per block of inputs would cross warps through shared memory every step)
+    acc_k = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
     k_lo = pid_k * k_per_split
     k_hi = tl.minimum(k_lo + k_per_split, K)
     for k0 in range(k_lo, k_hi, BLOCK_K):
@@ -54,7 +57,7 @@ def _sparse_gemv_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, out_ptr,
                 w = tl.load(w_ptr + offs_k[:, None] * stride_wk + offs_n[None, :],
                             mask=live[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
                 xk = tl.where(live, x, 0.0)
-                acc += tl.sum(xk[:, None] * w, axis=0)[None, :]
+                acc_k += xk[:, None] * w
         else:
             ok = m_ok[:, None] & k_ok[None, :]
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=ok, other=0.0).to(tl.float32)
@@ -68,6 +71,8 @@ def _sparse_gemv_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, out_ptr,
                             mask=live[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
                 xk = tl.where(keep, x, 0.0)
                 acc += tl.sum(xk[:, :, None] * w[None, :, :], axis=1)
+    if BLOCK_M == 1:
+        acc += tl.sum(acc_k, axis=0)[None, :]
     out_mask = m_ok[:, None] & n_ok[None, :]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -91,13 +96,13 @@ def _sum_splits_kernel(part_ptr, bias_ptr, y_ptr, MN, N, SPLITS,
 @dataclass(frozen=True)
 class GemvConfig:
     """Tile sizes and split-K of one launch. ``programs``: how many programs to aim for
-    (0: two per streaming multiprocessor). ``SPARSEBENCH_GEMV_CONFIG="bn=256,bk=64,w=8,p=0"``
+    (0: two per streaming multiprocessor). ``SPARSEBENCH_GEMV_CONFIG="bn=256,bk=32,w=4,p=0"``
     overrides the default (e.g. with the best configuration of the kernel benchmark's sweep)."""
 
     block_n: int = 256
-    block_k: int = 64
+    block_k: int = 32
     programs: int = 0
-    num_warps: int = 8
+    num_warps: int = 4
     min_k_blocks: int = 2  # a split walks at least this many blocks of inputs
 
     def label(self) -> str:
@@ -112,7 +117,7 @@ class GemvConfig:
         try:
             return cls(**{keys[k.strip()]: int(v) for k, v in (part.split("=") for part in spec.split(","))})
         except (KeyError, ValueError):
-            raise ValueError(f"SPARSEBENCH_GEMV_CONFIG={spec!r}: expected e.g. 'bn=256,bk=64,w=8,p=0'") from None
+            raise ValueError(f"SPARSEBENCH_GEMV_CONFIG={spec!r}: expected e.g. 'bn=256,bk=32,w=4,p=0'") from None
 
 
 DEFAULT_CONFIG = GemvConfig.from_env()

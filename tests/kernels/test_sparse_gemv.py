@@ -114,3 +114,19 @@ def test_bad_operands_are_refused():
         sparse_gemv(x, w_t.t().contiguous().t(), 0.1, impl="triton")
     with pytest.raises(ValueError, match="per-input threshold"):
         sparse_gemv(x, w_t, torch.zeros(5), impl="triton")
+
+
+@pytest.mark.skipif(not triton_available(), reason="needs triton")
+def test_tile_config_from_the_environment(monkeypatch):
+    from sparsebench.kernels.sparse_gemv.triton import GemvConfig, plan
+
+    monkeypatch.setenv("SPARSEBENCH_GEMV_CONFIG", "bn=128,bk=16,w=8,p=64")
+    cfg = GemvConfig.from_env()
+    assert (cfg.block_n, cfg.block_k, cfg.num_warps, cfg.programs) == (128, 16, 8, 64)
+    monkeypatch.setenv("SPARSEBENCH_GEMV_CONFIG", "bn=128,bq=3")
+    with pytest.raises(ValueError, match="expected e.g."):
+        GemvConfig.from_env()
+    # the split-K plan covers K exactly once: splits x k_per_split >= K > (splits - 1) x k_per_split
+    for k, n in [(4096, 4096), (14336, 4096), (4096, 14336), (4096, 1024), (37, 53)]:
+        _, _, bk, per, splits = plan(1, n, k, torch.device("cpu"), GemvConfig())
+        assert per % bk == 0 and splits * per >= k > (splits - 1) * per
