@@ -5,7 +5,9 @@ The calibration tokens are run through the embedding once; the inputs of the fir
 decoder block are captured. Then, for each block in order:
   1. a forward pass with hooks collects statistics of the inputs of every linear layer
      (sum of squares and of absolute values per input column; optionally the full
-     second-moment matrix ``X^T X`` that SparseGPT and GPTQ call the Hessian),
+     second-moment matrix ``X^T X`` that SparseGPT and GPTQ call the Hessian, and a
+     strided sample of the input rows themselves, from which activation-sparsity methods
+     read distributions such as quantiles of ``|x|``),
   2. the method compresses the block in place, given a ``Block`` view (its linears,
      their input statistics, and the block's own calibration inputs for methods that
      search by re-running the block, such as AWQ),
@@ -39,6 +41,8 @@ class InputStats:
     tokens: int = 0
     abs_sum: torch.Tensor | None = None  # sum over tokens of |x_j| (fp32)
     xtx: torch.Tensor | None = None  # sum over tokens of x x^T (fp32), when requested
+    rows: list[torch.Tensor] | None = None  # every ``row_stride``-th input row (fp32), when requested
+    row_stride: int = 1
 
     @property
     def l2(self) -> torch.Tensor:
@@ -58,8 +62,17 @@ class InputStats:
             raise ValueError("the Hessian was not collected: pass hessian=True to process_layerwise")
         return self.xtx * (2.0 / max(self.tokens, 1))
 
+    @property
+    def sample(self) -> torch.Tensor:
+        """The kept input rows ``[rows, width]``: a sample of the activation distribution."""
+        if not self.rows:
+            raise ValueError("input rows were not kept: pass keep_rows to process_layerwise")
+        return torch.cat(self.rows)
+
     def add(self, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, x.shape[-1]).float()
+        if self.rows is not None:
+            self.rows.append(x[:: self.row_stride].clone())
         self.sq_sum += x.pow(2).sum(0)
         if self.abs_sum is not None:
             self.abs_sum += x.abs().sum(0)
@@ -68,10 +81,13 @@ class InputStats:
         self.tokens += x.shape[0]
 
     @classmethod
-    def empty(cls, width: int, device: torch.device | str, hessian: bool = False) -> InputStats:
+    def empty(cls, width: int, device: torch.device | str, hessian: bool = False,
+              row_stride: int = 0) -> InputStats:
+        """``row_stride`` > 0 also keeps every ``row_stride``-th input row."""
         z = torch.zeros(width, dtype=torch.float32, device=device)
         return cls(sq_sum=z, abs_sum=z.clone(),
-                   xtx=torch.zeros(width, width, dtype=torch.float32, device=device) if hessian else None)
+                   xtx=torch.zeros(width, width, dtype=torch.float32, device=device) if hessian else None,
+                   rows=[] if row_stride > 0 else None, row_stride=max(row_stride, 1))
 
 
 @dataclass
@@ -143,9 +159,10 @@ def run_block(block: nn.Module, hidden: torch.Tensor, kw: dict[str, Any]) -> tor
     return out[0] if isinstance(out, tuple) else out
 
 
-def collect_input_stats(block: Block, hessian: bool = False) -> dict[str, InputStats]:
+def collect_input_stats(block: Block, hessian: bool = False, row_stride: int = 0) -> dict[str, InputStats]:
     """Run ``block`` over its calibration inputs and accumulate each linear's input stats."""
-    stats = {n: InputStats.empty(m.in_features, m.weight.device, hessian) for n, m in block.linears.items()}
+    stats = {n: InputStats.empty(m.in_features, m.weight.device, hessian, row_stride)
+             for n, m in block.linears.items()}
 
     def make_hook(acc: InputStats) -> Callable[..., None]:
         def hook(_mod: nn.Module, args: tuple[Any, ...]) -> None:
@@ -168,8 +185,13 @@ def process_layerwise(
     needs_activations: bool,
     hessian: bool = False,
     desc: str = "calibrating blocks",
+    keep_rows: int = 0,
 ) -> None:
-    """Walk the decoder blocks in order and let ``process_block`` compress each in place."""
+    """Walk the decoder blocks in order and let ``process_block`` compress each in place.
+
+    ``keep_rows`` > 0 keeps about that many input rows of every linear (evenly strided over
+    all calibration tokens) in ``InputStats.sample``.
+    """
     blocks = decoder_blocks(model)
     if not needs_activations:
         for i in ctx.progress(range(len(blocks)), desc="processing blocks", total=len(blocks)):
@@ -178,9 +200,11 @@ def process_layerwise(
     if not ctx.calibration:
         raise ValueError("this method needs calibration batches but got none")
     hidden, kws = capture_block_inputs(model, ctx.calibration, ctx.device)
+    tokens = sum(h.numel() // h.shape[-1] for h in hidden)
+    stride = -(-tokens // keep_rows) if keep_rows > 0 else 0
     for i in ctx.progress(range(len(blocks)), desc=desc, total=len(blocks)):
         block = Block(index=i, module=blocks[i], linears=block_linears(blocks[i]), inputs=hidden, kwargs=kws)
-        block.stats = collect_input_stats(block, hessian)
+        block.stats = collect_input_stats(block, hessian, stride)
         process_block(block)
         block.stats = None  # free Hessians before the next block
         hidden = block.forward()

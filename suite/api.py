@@ -143,6 +143,13 @@ class Method(ABC):
     def apply_(self, model: Any, ctx: ApplyContext) -> MethodResult:
         """Transform ``model`` in place."""
 
+    def report(self, model: Any) -> dict[str, Metric]:
+        """Metrics the method measured on the model *while the tasks ran* (for example the
+        activation sparsity it reached on the evaluation text, where ``apply_`` only knew
+        the calibration text). Called once by the harness after the tasks and before any
+        latency measurement; a method may stop its bookkeeping here. Default: none."""
+        return {}
+
     # Optional: ``save_model(model, tokenizer, path)`` for methods whose model transformers
     # cannot save and reload by itself (packed weights); ``--save-model`` then calls it.
 

@@ -18,7 +18,9 @@ from .runner import Runner
 
 MODELS = ("shape:llama-3.2-1b", "shape:llama-3.1-8b", "shape:qwen2.5-7b")
 METHODS = (("dense", {}), ("magnitude", {"pattern": "2:4"}), ("wanda", {"sparsity": 0.5}),
-           ("rtn", {"bits": 4, "group_size": 128}))
+           ("rtn", {"bits": 4, "group_size": 128}),
+           ("teal", {"sparsity": 0.5}), ("cats", {"sparsity": 0.5}), ("wina", {"sparsity": 0.5}),
+           ("chess", {"sparsity": 0.5}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ ROWS = [
     ("perplexity", "perplexity", "{:.3f}"),
     ("lastword_accuracy", "last-word accuracy", "{:.3f}"),
     ("weight_sparsity", "weight sparsity", "{:.3f}"),
+    ("activation_sparsity_mean", "activation sparsity (evaluation)", "{:.3f}"),
+    ("activation_weight_reads_skipped", "decode weight reads skipped", "{:.3f}"),
     ("model_stored_bytes", "stored MB", "mb"),
     ("peak_rss_bytes", "peak RSS MB (run)", "mb"),
     ("inference_peak_rss_bytes", "peak RSS MB (inference)", "mb"),

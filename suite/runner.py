@@ -160,6 +160,10 @@ class Runner:
                         if name in rec.metrics:
                             raise RuntimeError(f"task {task.name} reports metric {name} twice")
                         rec.add_metric(name, m)
+            for name, m in r.method.report(model).items():
+                if name in rec.metrics:
+                    raise RuntimeError(f"method {r.method.name} reports metric {name} twice")
+                rec.add_metric(name, m)
             for k, v in memory.read_peak(device).items():
                 rec.add_metric(k, Metric(value=v, direction="lower", unit="bytes"))
             if spec.measure.enabled:

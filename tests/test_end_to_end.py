@@ -104,6 +104,25 @@ def test_second_method_reuses_the_dense_baseline(wanda_run, workdir):
     assert mag.spec["calibration"] is None
 
 
+def test_activation_sparsity_record_reports_what_evaluation_reached(wanda_run, workdir):
+    """TEAL through the CLI: the record holds the sparsity measured while the tasks ran
+    (Method.report, called after the tasks and before latency), per layer and on average."""
+    _, _, uri = wanda_run
+    code = main(["run", "--method", "teal", "--sparsity", "0.4", *SMALL,
+                 "--results", str(workdir / "results"), "--tracking-uri", uri])
+    assert code == 0
+    rec = next(r for r in ResultsStore(workdir / "results").all() if r.spec["method"]["name"] == "teal")
+    assert rec.status == "ok" and rec.spec["method"]["family"] == "activation_sparsity"
+    layers = {k: v for k, v in rec.metrics.items() if k.startswith("activation_sparsity.layers.")}
+    assert len(layers) == 30 * 7  # every linear of every block
+    assert all(rec.metric_info[k].n > 0 for k in layers)
+    assert rec.metrics["activation_sparsity_mean"] == pytest.approx(sum(layers.values()) / len(layers))
+    assert rec.metrics["activation_weight_reads_skipped"] == pytest.approx(0.4, abs=0.1)
+    assert rec.metrics["activation_sparsity_target"] == 0.4
+    assert rec.kernels["sparse_linear"].startswith("sparse_gemv ref")
+    assert rec.metrics["decode_b1_c16_ms_p50"] > 0
+
+
 def test_method_that_raises_writes_a_failed_record(tmp_path):
     """A third-party plugin (declared through a real entry point) that raises in apply_."""
     (tmp_path / "boom_plugin.py").write_text(textwrap.dedent("""
