@@ -56,7 +56,7 @@ def test_bad_run_arguments(results, capsys, args, needle):
 
 def test_unknown_method_lists_known_names(results, capsys):
     _, err = _run(results, capsys, "--method", "nope")
-    assert "Known methods: dense, magnitude, wanda" in err
+    assert "Known methods: dense, dsnot, flap, magnitude, sparsegpt, wanda" in err
 
 
 @pytest.mark.parametrize("content,needle", [
