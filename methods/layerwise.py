@@ -4,7 +4,7 @@ calibration activations (magnitude, Wanda, SparseGPT, GPTQ, AWQ, ...): one place
 The calibration tokens are run through the embedding once; the inputs of the first
 decoder block are captured. Then, for each block in order:
   1. a forward pass with hooks collects statistics of the inputs of every linear layer
-     (sum of squares and of absolute values per input column; optionally the full
+     (sums of x, x^2 and |x| per input column; optionally the full
      second-moment matrix ``X^T X`` that SparseGPT and GPTQ call the Hessian, and a
      strided sample of the input rows themselves, from which activation-sparsity methods
      read distributions such as quantiles of ``|x|``),
@@ -43,6 +43,7 @@ class InputStats:
     xtx: torch.Tensor | None = None  # sum over tokens of x x^T (fp32), when requested
     rows: list[torch.Tensor] | None = None  # every ``row_stride``-th input row (fp32), when requested
     row_stride: int = 1
+    x_sum: torch.Tensor | None = None  # sum over tokens of x_j (fp32)
 
     @property
     def l2(self) -> torch.Tensor:
@@ -55,6 +56,19 @@ class InputStats:
         if self.abs_sum is None:
             raise ValueError("mean |x| was not collected")
         return self.abs_sum / max(self.tokens, 1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Mean ``x_j`` per input column (signed): DSnoT's expected input, FLAP's compensation."""
+        if self.x_sum is None:
+            raise ValueError("the signed sum of x was not collected")
+        return self.x_sum / max(self.tokens, 1)
+
+    @property
+    def var(self) -> torch.Tensor:
+        """Variance of ``x_j`` over calibration tokens (population): the input "fluctuation"."""
+        mean = self.mean
+        return (self.sq_sum / max(self.tokens, 1) - mean * mean).clamp_min(0.0)
 
     def hessian(self) -> torch.Tensor:
         """``2 X^T X / tokens``: the Hessian of the layer-wise squared reconstruction error."""
@@ -76,6 +90,8 @@ class InputStats:
         self.sq_sum += x.pow(2).sum(0)
         if self.abs_sum is not None:
             self.abs_sum += x.abs().sum(0)
+        if self.x_sum is not None:
+            self.x_sum += x.sum(0)
         if self.xtx is not None:
             self.xtx.addmm_(x.t(), x)
         self.tokens += x.shape[0]
@@ -85,7 +101,7 @@ class InputStats:
               row_stride: int = 0) -> InputStats:
         """``row_stride`` > 0 also keeps every ``row_stride``-th input row."""
         z = torch.zeros(width, dtype=torch.float32, device=device)
-        return cls(sq_sum=z, abs_sum=z.clone(),
+        return cls(sq_sum=z, abs_sum=z.clone(), x_sum=z.clone(),
                    xtx=torch.zeros(width, width, dtype=torch.float32, device=device) if hessian else None,
                    rows=[] if row_stride > 0 else None, row_stride=max(row_stride, 1))
 

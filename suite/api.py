@@ -139,6 +139,16 @@ class Method(ABC):
         """Return why this method cannot run on ``hardware`` (then the run is skipped), or None."""
         return None
 
+    def check_model(self, model: Any) -> None:  # noqa: B027 - optional hook
+        """Raise ``ValueError`` when this config cannot apply to ``model`` (an N:M pattern on a
+        width that is not a multiple of M, a layer pattern matching nothing...). The harness
+        calls it right after loading, before anything is run or written: a mismatch is bad
+        input (exit 2), not a failed run. It must not modify the model."""
+
+    def save_unsupported_reason(self) -> str | None:
+        """Why ``--save-model`` cannot write a model this method produced, or None."""
+        return None
+
     @abstractmethod
     def apply_(self, model: Any, ctx: ApplyContext) -> MethodResult:
         """Transform ``model`` in place."""

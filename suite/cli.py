@@ -363,7 +363,33 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; records already written are kept.", file=sys.stderr)
         return 130
     except SystemExit as exc:  # --help
+        if argv[:1] == ["run"] and ("-h" in argv or "--help" in argv):
+            _print_method_help(argv)
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+
+
+def _print_method_help(argv: list[str]) -> None:
+    """After ``run --help``, list the options of the ``--method`` given (default dense)."""
+    from . import registry
+
+    name = "dense"
+    for i, a in enumerate(argv):
+        if a == "--method" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif a.startswith("--method="):
+            name = a.split("=", 1)[1]
+    try:
+        cls = registry.methods().get(name)
+    except SparsebenchError as exc:
+        print(f"\n{exc}")
+        return
+    p = _Parser(prog="sparsebench run", add_help=False)
+    group = p.add_argument_group(f"options of method '{name}'", cls.description)
+    for field_name, f in cls.Config.model_fields.items():
+        group.add_argument(option_flag(field_name), metavar="VALUE",
+                           help=f"{f.description or ''} (default: {f.default!r})".strip())
+    help_text = p.format_help()
+    print("\n" + help_text[help_text.index("\n\n") + 2:] if "\n\n" in help_text else help_text)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .api import ApplyContext, EvalContext, Metric, RunRecord, RunSpec
+from .api import ApplyContext, EvalContext, Method, Metric, RunRecord, RunSpec
 from .environment import environment
 from .errors import UsageError
 from .profiles.hardware import fingerprint, machine_info
@@ -76,6 +76,10 @@ class Runner:
         if self.save_model and self.save_model.exists() and any(self.save_model.iterdir()):
             raise UsageError(f"--save-model directory '{self.save_model}' exists and is not empty; "
                              "choose a new directory so nothing is overwritten.")
+        why_not = resolved.method.save_unsupported_reason() if self.save_model else None
+        if why_not:
+            raise UsageError(f"--save-model cannot be used with method '{resolved.spec.method.name}': "
+                             f"{why_not}. Run it without --save-model.")
         # Read every existing record now: a corrupt or newer-schema record is reported
         # before any work, and nothing in results/ is modified.
         self.store.all()
@@ -91,6 +95,7 @@ class Runner:
                 records.append(prior)
                 baseline_ref = {"run_id": prior.run_id, "spec_key": prior.spec_key, "reused": True}
             else:
+                self._preflight(resolved)
                 self.log("measuring the dense baseline")
                 rec = self._execute(base, baseline=None, save=False)
                 records.append(rec)
@@ -133,6 +138,7 @@ class Runner:
             with self._phase(rec, "load_model"):
                 dtype = getattr(torch, spec.model.dtype)
                 model, tok = r.source.load(dtype, device)
+            self._check_model(r, model)
             rec.env["model_class"] = type(model).__name__
             rec.add_metric("model_parameters", Metric(value=sum(p.numel() for p in model.parameters())))
             shape_only = r.source.random_weights
@@ -172,6 +178,8 @@ class Runner:
             if save and self.save_model:
                 with self._phase(rec, "save_model"):
                     self._save(model, tok, rec, r.method)
+        except UsageError:  # the config does not fit the model: bad input, nothing written
+            raise
         except Exception as exc:  # a failing method or task becomes a 'failed' record
             rec.status = "failed"
             rec.error = f"{type(exc).__name__}: {exc}"
@@ -188,6 +196,26 @@ class Runner:
                 except RuntimeError as exc:  # a device-side assert poisons the context
                     rec.notes.append(f"CUDA context unusable after this run: {exc}")
         return self._finish(rec)
+
+    def _check_model(self, r: Resolved, model: Any) -> None:
+        try:
+            r.method.check_model(model)
+        except ValueError as exc:
+            raise UsageError(f"Method '{r.spec.method.name}' cannot apply to model '{r.spec.model.name}' "
+                             f"with this config: {exc}.") from None
+
+    def _preflight(self, r: Resolved) -> None:
+        """Check the method against the model before a fresh dense baseline is measured, so a
+        config that does not fit the model writes nothing (costs one extra model load)."""
+        if type(r.method).check_model is Method.check_model or self._skip_reason(r):
+            return
+        import torch
+
+        model, _ = r.source.load(getattr(torch, r.spec.model.dtype), r.device)
+        try:
+            self._check_model(r, model)
+        finally:
+            del model
 
     def _skip_reason(self, r: Resolved) -> str | None:
         if r.profile.device == "cuda" and not self.machine.get("cuda_available"):
