@@ -9,6 +9,8 @@ from typing import Any
 
 # Llama-3-8B projections as (name, N = out features, K = in features)
 SHAPES = (("q_o", 4096, 4096), ("gate_up", 14336, 4096), ("down", 4096, 14336))
+# the same layers as serving engines run them: q/k/v and gate/up each as one GEMM (opt-in)
+FUSED_SHAPES = (("qkv", 6144, 4096), ("gate_up_fused", 28672, 4096))
 
 
 def parser(description: str, ms: Sequence[int]) -> argparse.ArgumentParser:
@@ -17,7 +19,8 @@ def parser(description: str, ms: Sequence[int]) -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="records go to RESULTS/kernels/")
     p.add_argument("--profile", default="auto", help="hardware profile id (h100 on an H100)")
     p.add_argument("--reps", type=int, default=20, help="timed replays per case")
-    p.add_argument("--shapes", nargs="+", default=[s[0] for s in SHAPES], choices=[s[0] for s in SHAPES])
+    p.add_argument("--shapes", nargs="+", default=[s[0] for s in SHAPES],
+                   choices=[s[0] for s in (*SHAPES, *FUSED_SHAPES)])
     return p
 
 
@@ -25,7 +28,7 @@ def shapes(args: argparse.Namespace) -> Iterator[tuple[str, int, int, int]]:
     """The chosen shapes as (name, N, K, operand copies that keep the weights out of L2)."""
     from sparsebench.measure.kernelbench import copies_for
 
-    for name, n, k in SHAPES:
+    for name, n, k in (*SHAPES, *FUSED_SHAPES):
         if name in args.shapes:
             yield name, n, k, copies_for(n * k * 2)
 

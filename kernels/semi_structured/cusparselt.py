@@ -120,7 +120,8 @@ def search(packed: torch.Tensor, n: int, k: int, m: int, dtype: torch.dtype,
 
     1. each of the 4 layouts with alg 0, and the 2 copy-free ones with the alg id that
        cuSPARSELt's own search (``torch._cslt_sparse_mm_search``) picks;
-    2. every alg id in the best layout; 3. split-K 2/4/8 on the best alg for small M.
+    2. every alg id in the best layout (for M >= 1024 with both output orders);
+    3. split-K 2/4/8 on the best alg for small M.
     """
     x = torch.randn(padded_m(m), k, device=packed.device, dtype=dtype)
     timings: dict[CsltConfig, float] = {}
@@ -146,14 +147,18 @@ def search(packed: torch.Tensor, n: int, k: int, m: int, dtype: torch.dtype,
     if not timings:
         raise RuntimeError(f"no cuSPARSELt configuration runs for M={m} N={n} K={k} {dtype}")
     best = min(timings, key=timings.__getitem__)
-    for alg in range(MAX_ALG_PROBE):
-        cfg = CsltConfig(best.b_colmajor, best.transpose_result, alg)
-        if cfg in timings:
-            continue
-        t = _try(x, packed, cfg)
-        if t is None:
-            break
-        timings[cfg] = t
+    # every alg id in the best layout, and for large M also with the other output order
+    # (the best alg of one order is not always the best of the other at large M)
+    orders = (best.transpose_result, not best.transpose_result) if m >= 1024 else (best.transpose_result,)
+    for tr in orders:
+        for alg in range(MAX_ALG_PROBE):
+            cfg = CsltConfig(best.b_colmajor, tr, alg)
+            if cfg in timings:
+                continue
+            t = _try(x, packed, cfg)
+            if t is None:
+                break
+            timings[cfg] = t
     best = min(timings, key=timings.__getitem__)
     if m <= 512:
         for split in (2, 4, 8):
