@@ -7,6 +7,7 @@ to today's defaults are left out to keep it short; the profile is always given b
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
 
@@ -33,7 +34,9 @@ def _plugin_flags(prefix: str, config: dict[str, Any], defaults: dict[str, Any] 
             continue
         if defaults is not None and name in defaults and defaults[name] == value:
             continue
-        out += [_flag(prefix + name), *_values(value)]
+        # a plugin option is one CLI value that its config parses: lists and mappings as JSON
+        text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else _values(value)[0]
+        out += [_flag(prefix + name), text]
     return out
 
 
@@ -70,7 +73,7 @@ def reproduce_command(
     if measure.get("enabled") is False:
         args.append("--no-latency")
     for key in _MEASURE_FIELDS:
-        if key in measure and measure[key] != m_default[key]:
+        if key in measure and measure[key] != m_default.get(key):  # a field left out at its default
             args += [_flag(key), *_values(measure[key])]
     for key, default in (("seed", 0), ("kernel", "auto")):
         if spec.get(key, default) != default:

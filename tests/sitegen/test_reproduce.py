@@ -41,3 +41,22 @@ def test_unknown_method_gets_every_option_quoted():
     cmd = _command(fixture_records()[-1])
     assert shlex.split(cmd)[3] == HOSTILE
     assert "--level '<b>bold</b>'" in cmd
+
+
+def test_list_options_of_tasks_and_methods_round_trip():
+    """List-valued plugin options (long-context lengths, FLAP's per-layer ratios) are one
+    JSON value on the command line, which the plugin's config parses back."""
+    spec = RunSpec.model_validate({
+        "method": {"name": "flap", "config": {"ratio": 0.2, "layer_ratio": [["layers.0", 0.1]]}},
+        "tasks": [{"name": "passkey", "config": {"lengths": [1024, 2048], "depths": [0.5]}}],
+    }).model_dump(mode="json")
+    methods, tasks = registry_info()
+    defaults = {f["name"]: f["default"] for f in methods["flap"]["fields"]}
+    argv = shlex.split(reproduce_command(spec, defaults, tasks))[2:]
+    args, extra = base_parser().parse_known_args(["run", *argv])
+    built = _build_spec(args, extra).model_dump(mode="json")
+    flap = registry.methods().get("flap").Config.from_dict(built["method"]["config"]).to_dict()
+    passkey = registry.tasks().get("passkey").Config.from_dict(built["tasks"][0]["config"]).to_dict()
+    assert [list(p) for p in flap["layer_ratio"]] == [["layers.0", 0.1]]
+    assert list(passkey["lengths"]) == [1024, 2048]
+    assert list(passkey["depths"]) == [0.5]
