@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -251,6 +258,11 @@ class MeasureSpec(_Strict):
     # GPU decode step: "graph" = eager forward captured in a CUDA graph; "compile+graph" =
     # torch.compile'd forward (fused elementwise kernels) captured in a CUDA graph.
     decode_path: Literal["graph", "compile+graph"] = "graph"
+    # Latency only: each decoder layer's q/k/v and gate/up projections computed as one GEMV
+    # each (``sparsebench.measure.fuse``), as serving engines do. None = auto: on when
+    # latency is measured on a GPU, off on a CPU. While None it is left out of the dumped
+    # spec, so the keys of specs written before this field existed do not change.
+    fuse_projections: bool | None = None
 
     @field_validator("batch_sizes", "prefill_lengths")
     @classmethod
@@ -258,6 +270,13 @@ class MeasureSpec(_Strict):
         if not v or any(x < 1 for x in v):
             raise ValueError("must be a non-empty list of positive integers")
         return v
+
+    @model_serializer(mode="wrap")
+    def _omit_auto(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.fuse_projections is None:
+            data.pop("fuse_projections", None)
+        return data
 
 
 DEFAULT_TASKS: tuple[TaskSpec, ...] = (TaskSpec(name="perplexity"), TaskSpec(name="lastword"))

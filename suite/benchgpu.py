@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--repetitions", type=int, default=10)
     p.add_argument("--decode-path", choices=["graph", "compile+graph"], default="graph")
+    p.add_argument("--no-fuse-projections", dest="fuse_projections", action="store_false", default=None,
+                   help="measure with separate q/k/v and gate/up projections (default: fused, "
+                        "one GEMV each; see sparsebench.measure.fuse)")
     p.add_argument("--kernel", choices=["auto", "ref", "fast"], default="auto",
                    help="pruned layers: 'ref' = dense GEMM on masked weights; 'fast' (and 'auto' on CUDA) "
                         "= sparse kernels (cuSPARSELt 2:4, Triton SpMM)")
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = dict(METHODS)
     measure = MeasureSpec(warmup=3, repetitions=args.repetitions, prefill_lengths=tuple(args.prefill_lengths),
                           decode_context=args.decode_context, decode_tokens=args.decode_tokens,
-                          decode_path=args.decode_path)
+                          decode_path=args.decode_path, fuse_projections=args.fuse_projections)
     sinks = []
     if args.mlflow:
         from .sinks.mlflow_sink import MlflowSink

@@ -25,6 +25,14 @@ def option_flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _on_off(text: str) -> bool | None:
+    """``on``/``off``/``auto`` (also true/false, as a stored spec writes them) -> True/False/None."""
+    value = {"on": True, "true": True, "off": False, "false": False, "auto": None}.get(text.lower(), "?")
+    if value == "?":
+        raise argparse.ArgumentTypeError(f"expected on, off or auto, got '{text}'")
+    return value  # type: ignore[return-value]
+
+
 def base_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sparsebench", description="Benchmark LLM efficiency methods: accuracy, latency, memory.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -50,6 +58,9 @@ def base_parser() -> argparse.ArgumentParser:
     run.add_argument("--decode-tokens", type=int)
     run.add_argument("--decode-path", choices=["graph", "compile+graph"],
                      help="GPU decode step: eager forward in a CUDA graph (default) or torch.compile'd")
+    run.add_argument("--fuse-projections", type=_on_off, metavar="on|off|auto",
+                     help="latency only: q/k/v and gate/up of each layer as one GEMV each "
+                     "(default auto: on for a GPU, off on a CPU)")
     run.add_argument("--no-latency", action="store_true", help="skip latency measurement")
     run.add_argument("--results", default="results", help="results directory (default: results)")
     run.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
@@ -154,7 +165,8 @@ def _build_spec(args: argparse.Namespace, extra: list[str]) -> Any:
         data["calibration"] = {**(data.get("calibration") or {}), **{k: v for k, v in cal.items() if v is not None}}
     meas = {"warmup": args.warmup, "repetitions": args.repetitions, "batch_sizes": args.batch_sizes,
             "prefill_lengths": args.prefill_lengths, "decode_context": args.decode_context,
-            "decode_tokens": args.decode_tokens, "decode_path": args.decode_path}
+            "decode_tokens": args.decode_tokens, "decode_path": args.decode_path,
+            "fuse_projections": args.fuse_projections}
     meas = {k: v for k, v in meas.items() if v is not None}
     if args.no_latency:
         meas["enabled"] = False

@@ -90,6 +90,11 @@ def resolve(spec: RunSpec, machine: dict[str, Any]) -> Resolved:
     calibration = spec.calibration if method_cls.needs_calibration else None
     if method_cls.needs_calibration and calibration is None:
         raise UsageError(f"Method '{method_cls.name}' needs calibration data; give a calibration section.")
+    measure = spec.measure
+    if measure.fuse_projections is None and measure.enabled and profile.device == "cuda":
+        # GPU latency fuses q/k/v and gate/up by default: say so in the key, so a fused
+        # record is never compared with (or reused as) an unfused one of the same settings
+        measure = measure.model_copy(update={"fuse_projections": True})
     resolved = RunSpec(
         model=ModelRef(name=source.name, dtype=dtype, revision=spec.model.revision),
         method=MethodSpec(name=method_cls.name, family=method_cls.family, config=method_cfg.to_dict()),
@@ -97,7 +102,7 @@ def resolve(spec: RunSpec, machine: dict[str, Any]) -> Resolved:
         corpus=corpus.id,
         profile=profile.id,
         calibration=calibration,
-        measure=spec.measure,
+        measure=measure,
         kernel=spec.kernel,
         seed=spec.seed,
     )

@@ -276,18 +276,50 @@ class Runner:
         rec.add_metric("model_stored_bytes", Metric(value=stored_bytes(model), direction="lower", unit="bytes"))
 
     def _latency(self, rec: RunRecord, model: Any, tok: Any, texts: Any, spec: RunSpec, device: str) -> None:
-        from .measure import memory
-        from .measure.latency import measure_decode, measure_prefill
-
         m = spec.measure
         need = max(max(m.batch_sizes) * max(max(m.prefill_lengths), m.decode_context), 64)
         ids = (texts.evaluation_ids(tok, limit=need) if texts is not None
                else _random_ids(model, (need,), spec.seed))
         gpu = device == "cuda"
         if gpu:
-            from .measure.decode_graph import measure_decode_graphed, measure_prefill_graphed
-
             rec.hardware.setdefault("measured", self._ceilings())
+        fused = self._fuse(rec, model, ids, device, gpu if m.fuse_projections is None else m.fuse_projections)
+        try:
+            self._timed_grid(rec, model, ids, m, device, gpu)
+        finally:
+            if fused:
+                from .measure.fuse import unfuse_projections_
+
+                unfuse_projections_(model)  # a saved model (--save-model) has its own weights
+
+    def _fuse(self, rec: RunRecord, model: Any, ids: Any, device: str, wanted: bool) -> bool:
+        """Fuse q/k/v and gate/up projections for the latency phase only: the tasks already
+        ran on the unfused model. One checked forward proves the fused model equal."""
+        if not wanted:
+            rec.kernels["projections"] = "separate"
+            return False
+        from .measure.fuse import fuse_checked_, unfuse_projections_
+
+        try:
+            check = fuse_checked_(model, ids[:16].reshape(1, -1).to(device))
+        except Exception as exc:  # a forward the check cannot run: time the model as it is
+            unfuse_projections_(model)
+            rec.kernels["projections"] = "separate"
+            rec.notes.append(f"projections not fused: the check forward failed ({type(exc).__name__}: {exc})")
+            return False
+        rec.kernels["projections"] = check.label
+        rec.add_metric("fused_projection_groups", Metric(value=check.report.count))
+        if check.rel_err is not None:
+            rec.add_metric("fused_projections_check_rel_err", Metric(value=check.rel_err))
+        rec.notes.append(check.note())
+        return check.report.count > 0
+
+    def _timed_grid(self, rec: RunRecord, model: Any, ids: Any, m: Any, device: str, gpu: bool) -> None:
+        from .measure import memory
+        from .measure.latency import measure_decode, measure_prefill
+
+        if gpu:
+            from .measure.decode_graph import measure_decode_graphed, measure_prefill_graphed
         memory.reset_peak(device)
         for b in m.batch_sizes:
             for s in m.prefill_lengths:

@@ -52,14 +52,16 @@ def decode_bytes_per_token(model: Any, batch: int, context: int) -> float:
     cfg = model.config
     emb = model.get_input_embeddings().weight
     head = model.get_output_embeddings().weight
-    seen: set[int] = set()
+    # A tensor is identified by where its data starts and its size, not by its storage:
+    # fused projections (``fuse.py``) are views into one storage and each is read once.
+    seen: set[tuple[int, int]] = set()
     total = 0
     for p in model.parameters():
-        ptr = p.untyped_storage().data_ptr()
-        if ptr in seen:
+        key = (p.data_ptr(), p.numel() * p.element_size())
+        if key in seen:
             continue
-        seen.add(ptr)
-        if p is emb and emb.untyped_storage().data_ptr() != head.untyped_storage().data_ptr():
+        seen.add(key)
+        if p is emb and emb.data_ptr() != head.data_ptr():
             total += batch * p.shape[1] * p.element_size()
         else:
             total += p.numel() * p.element_size()
@@ -68,8 +70,9 @@ def decode_bytes_per_token(model: Any, batch: int, context: int) -> float:
     for mod in model.modules():  # packed weights (sparse/quantized kernels) are buffers
         if is_packed_linear(mod):
             for b in mod.buffers(recurse=False):
-                if b.untyped_storage().data_ptr() not in seen:
-                    seen.add(b.untyped_storage().data_ptr())
+                key = (b.data_ptr(), b.numel() * b.element_size())
+                if key not in seen:
+                    seen.add(key)
                     total += b.numel() * b.element_size()
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads

@@ -70,44 +70,117 @@ def measure_decode_graphed(
     model: Any, ids: Any, *, batch: int, context: int, tokens: int, warmup: int,
     repetitions: int, progress: Callable[..., Any], compile: bool = False,
 ) -> tuple[list[float], float]:
+    """The suite's decode figure: each replayed step timed on its own (host synchronised
+    between steps, next token chosen outside the timed region)."""
+    import torch
+
+    forward = torch.compile(model.forward, dynamic=False) if compile else None
+    return decode_timings(model, ids, batch=batch, context=context, tokens=tokens, warmup=warmup,
+                          repetitions=repetitions, progress=progress, forward=forward)["synced"]
+
+
+def decode_timings(
+    model: Any, ids: Any, *, batch: int, context: int, tokens: int, warmup: int,
+    repetitions: int, progress: Callable[..., Any], forward: Callable[..., Any] | None = None,
+    modes: tuple[str, ...] = ("synced",), device: str = "cuda",
+) -> dict[str, tuple[list[float], float]]:
+    """Per-step decode samples (ms) and the graph check error, for each timing mode, from one
+    prefill and one static cache (so a compiled ``forward`` is not compiled twice).
+
+    ``synced``: before each replay the host sets the position; after it, it waits and picks
+    the next token (outside the timed region). ``pipelined``: the next token and position
+    are computed inside the graph, so the steps are replayed back to back with no host work
+    between them, as a serving loop that does not wait for each token would run; the argmax
+    is then part of each step. The difference between the two is host latency the GPU sees.
+    """
     import torch
     from transformers import StaticCache
 
-    from .timer import CudaTimer
-
-    device = "cuda"
+    unknown = set(modes) - {"synced", "pipelined"}
+    if unknown:
+        raise ValueError(f"unknown decode timing mode(s) {sorted(unknown)}")
     x = ids[: batch * context].view(batch, context).to(device)
     cache = StaticCache(config=model.config, max_cache_len=context + tokens)
+    results: dict[str, tuple[list[float], float]] = {}
     with torch.inference_mode():
         out = model(input_ids=x, past_key_values=cache, use_cache=True,
                     cache_position=torch.arange(context, device=device))
-        static_ids = out.logits[:, -1:].argmax(-1).clone()
+        first = out.logits[:, -1:].argmax(-1)
+        del out
+        static_ids = first.clone()
         static_pos = torch.tensor([context], device=device)
-        forward = torch.compile(model.forward, dynamic=False) if compile else model.forward
+        fwd = forward or model.forward
 
         def step() -> Any:
-            return forward(input_ids=static_ids, past_key_values=cache, use_cache=True,
-                           cache_position=static_pos).logits
+            return fwd(input_ids=static_ids, past_key_values=cache, use_cache=True,
+                       cache_position=static_pos).logits
+
+        def step_fed() -> Any:
+            logits = step()
+            static_ids.copy_(logits[:, -1:].argmax(-1))
+            static_pos.add_(1)
+            return logits
 
         def at(pos: int) -> None:
             static_pos.fill_(pos)
             _set_length(cache, pos)
 
-        graph, logits, err = _capture(step, prepare=lambda: at(context))
-        timer = CudaTimer(torch)
-        samples: list[float] = []
-        for i in progress(range(warmup + repetitions), desc=f"decode(graph) b{batch}@{context}", leave=False):
-            for t in range(tokens):
-                at(context + t)
-                timer.start()
-                graph.replay()
-                ms = timer.stop_ms()
-                if i >= warmup:
-                    samples.append(ms)
-                static_ids.copy_(logits[:, -1:].argmax(-1))
-    graph = cache = None
+        def restart() -> None:
+            at(context)
+            static_ids.copy_(first)
+
+        for mode in modes:
+            graph, logits, err = _capture(step_fed if mode == "pipelined" else step, prepare=restart)
+            label = f"decode({mode}) b{batch}@{context}"
+            if mode == "synced":
+                samples = _time_synced(graph, logits, static_ids, at, context, tokens, warmup,
+                                       repetitions, progress(range(warmup + repetitions), desc=label, leave=False))
+            else:
+                samples = _time_pipelined(graph, restart, tokens, warmup,
+                                          progress(range(warmup + repetitions), desc=label, leave=False))
+            results[mode] = (samples, err)
+            graph = logits = None
+    cache = None
     torch.cuda.empty_cache()
-    return samples, err
+    return results
+
+
+def _time_synced(graph: Any, logits: Any, static_ids: Any, at: Callable[[int], None], context: int,
+                 tokens: int, warmup: int, repetitions: int, reps: Any) -> list[float]:
+    import torch
+
+    from .timer import CudaTimer
+
+    timer = CudaTimer(torch)
+    samples: list[float] = []
+    for i in reps:
+        for t in range(tokens):
+            at(context + t)
+            timer.start()
+            graph.replay()
+            ms = timer.stop_ms()
+            if i >= warmup:
+                samples.append(ms)
+            static_ids.copy_(logits[:, -1:].argmax(-1))
+    return samples
+
+
+def _time_pipelined(graph: Any, restart: Callable[[], None], tokens: int, warmup: int, reps: Any) -> list[float]:
+    import torch
+
+    samples: list[float] = []
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(tokens + 1)]
+    for i in reps:
+        restart()
+        torch.cuda._sleep(1_000_000)  # ~0.5 ms of GPU work: the host gets ahead of the first step
+        events[0].record()
+        for t in range(tokens):
+            graph.replay()
+            events[t + 1].record()
+        events[-1].synchronize()
+        if i >= warmup:
+            samples.extend(float(events[t].elapsed_time(events[t + 1])) for t in range(tokens))
+    return samples
 
 
 def measure_prefill_graphed(
