@@ -6,18 +6,24 @@
 For every shape (``K->N``: q/o 4096->4096, k/v 4096->1024, gate/up 4096->14336, down
 14336->4096) and activation sparsity 0, 10, ..., 90%:
   * ``cublas``: ``F.linear(x, W)`` with ``W [N, K]`` row-major in bf16, as ``nn.Linear`` runs;
-  * ``triton``: ``sparse_gemv(x, W_t, t)`` with ``W_t [K, N]`` contiguous and ``t`` chosen so
-    that the given fraction of ``|x|`` falls at or below it (random normal activations).
+  * ``triton``: ``sparse_gemv(x, W_t, t)`` with ``W_t [K, N]`` contiguous, the shape's default
+    configuration (``config.default_config``: per shape class, ``SPARSEBENCH_GEMV_CONFIG``
+    overrides), and ``t`` chosen so that the given fraction of ``|x|`` falls at or below it.
 Each is timed side by side with ``time_calls``: one CUDA graph replaying calls on distinct
-weight copies (together well past the L2), CUDA events. Nothing is recorded unless the
-kernel first matched the reference on the GPU at every shape (0/50/90% sparsity, scalar
-and per-input thresholds, with the shared tolerance table). At 50% a few other tile
-configurations are also timed and recorded as ``triton[<config>]`` cases (``--no-sweep``
-skips them); the best can be made the default with ``SPARSEBENCH_GEMV_CONFIG``.
+weight copies (together well past the L2), CUDA events. At 50% every variant of ``SWEEP``
+(kernel kind, tiles, stages, reduction, program count) is timed too, as ``triton[<label>]``
+cases (``--no-sweep`` skips them).
+
+Correctness comes first: the default of every shape must match the reference on the GPU
+(0/50/90% sparsity, scalar and per-input thresholds, shared tolerance table) or nothing is
+recorded (if a default fails, ``FALLBACK`` is checked in its place and the record says so);
+a sweep variant that fails its check (or does not compile, or is still unchecked after 60%
+of ``--budget-s``) is left out of the timing and listed in the record. The run ends with a table per shape (default and best variant at 50%)
+and the ``SPARSEBENCH_GEMV_CONFIG`` value / ``DEFAULTS`` lines that make the winners default.
 
 On ``--device cpu`` (under ``TRITON_INTERPRET=1``) the same code runs end to end on tiny
-shapes: correctness is checked for real; timings are the interpreter's and meaningless;
-no record is written unless ``--results`` is given.
+shapes with a short sweep: correctness is checked for real; timings are the interpreter's
+and meaningless; no record is written unless ``--results`` is given.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -32,16 +39,36 @@ import torch
 import torch.nn.functional as F
 
 from sparsebench.kernels.sparse_gemv import sparse_gemv_ref
-from sparsebench.kernels.sparse_gemv.triton import DEFAULT_CONFIG, GemvConfig, sparse_gemv_triton
+from sparsebench.kernels.sparse_gemv.config import (
+    ENV,
+    GemvConfig,
+    default_config,
+    shape_class,
+    with_programs,
+)
+from sparsebench.kernels.sparse_gemv.triton import sparse_gemv_triton
 from sparsebench.kernels.tolerances import TOLERANCES, assert_close
 
 SHAPES = {"q_o": (4096, 4096), "k_v": (4096, 1024), "gate_up": (4096, 14336), "down": (14336, 4096)}
 TINY = {"tiny_a": (37, 53), "tiny_b": (300, 40)}
 SPARSITIES = tuple(i / 10 for i in range(10))
-SWEEP = (GemvConfig(block_n=128, block_k=32, num_warps=4), GemvConfig(block_n=256, block_k=64, num_warps=8),
-         GemvConfig(block_n=512, block_k=16, num_warps=4), GemvConfig(block_n=512, block_k=32, num_warps=8),
-         GemvConfig(block_n=256, block_k=32, num_warps=4, programs=528),
-         GemvConfig(block_n=256, block_k=16, num_warps=4, programs=1056))
+FALLBACK = GemvConfig(kind="mask", num_stages=1, pairs=False, reduce="launch")  # fewest features
+SWEEP = tuple(GemvConfig.parse(s) for s in (
+    # mask kind, x read in pairs (the default family): tiles and pipeline depth
+    "kind=mask,bn=256,bk=32,w=4,s=3", "kind=mask,bn=256,bk=32,w=4,s=4", "kind=mask,bn=256,bk=32,w=4,s=2",
+    "kind=mask,bn=256,bk=64,w=8,s=3", "kind=mask,bn=512,bk=32,w=8,s=3", "kind=mask,bn=512,bk=16,w=4,s=4",
+    "kind=mask,bn=1024,bk=16,w=4,s=3", "kind=mask,bn=128,bk=32,w=4,s=3", "kind=mask,bn=128,bk=64,w=4,s=4",
+    "kind=mask,bn=64,bk=64,w=4,s=4",
+    # what the pair loads, the pipelining and the fused reduction buy
+    "kind=mask,bn=256,bk=32,w=4,s=3,xp=0", "kind=mask,bn=256,bk=32,w=4,s=1,xp=0",
+    "kind=mask,bn=256,bk=32,w=4,s=3,r=launch",
+    # live-row compaction
+    "kind=compact,bn=256,bk=32,w=4,s=3", "kind=compact,bn=128,bk=32,w=4,s=3", "kind=compact,bn=256,bk=64,w=8,s=3",
+    # one row on tensor cores
+    "kind=mask,bn=128,bk=64,w=4,s=4,dot=1", "kind=compact,bn=128,bk=64,w=4,s=3,dot=1",
+))
+PROGRAMS_X_SM = (2, 8)  # the shape's default also at these many programs per SM (auto: 4)
+CPU_SWEEP = 4  # the dry run times the first few of SWEEP only
 
 
 def threshold_for(x: torch.Tensor, sparsity: float) -> float:
@@ -52,25 +79,68 @@ def threshold_for(x: torch.Tensor, sparsity: float) -> float:
     return float(a[min(a.numel() - 1, max(0, round(sparsity * a.numel()) - 1))])
 
 
-def check(shapes: dict[str, tuple[int, int]], rows: int, device: str, dtype: torch.dtype) -> dict[str, Any]:
-    """Kernel vs reference on the device; raises AssertionError on a mismatch."""
+def make_operands(shapes: dict[str, tuple[int, int]], rows: int, device: str,
+                  dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per shape ``(x, w_t, per-input noise)`` for the correctness checks (made once)."""
     g = torch.Generator().manual_seed(0)
-    errors = {}
+    out = {}
     for name, (k, n) in shapes.items():
         w_t = (torch.randn(k, n, generator=g) / k ** 0.5).to(dtype).to(device)
         x = torch.randn(rows, k, generator=g).to(dtype).to(device)
-        for s in (0.0, 0.5, 0.9):
-            for per_input in (False, True):
+        out[name] = (x, w_t, torch.rand(k, generator=g).to(device))
+    return out
+
+
+def check(cfg: GemvConfig, operands: dict[str, tuple[torch.Tensor, ...]], sparsities: tuple[float, ...],
+          per_input: bool) -> dict[str, float]:
+    """Max abs error per case of ``cfg`` against the reference; AssertionError on a mismatch."""
+    errors = {}
+    for name, (x, w_t, noise) in operands.items():
+        for s in sparsities:
+            for per in (False, True) if per_input else (False,):
                 t: float | torch.Tensor = threshold_for(x, s)
-                if per_input:
-                    t = torch.rand(k, generator=g).to(device) * 2 * max(float(t), 1e-3)
-                got = sparse_gemv_triton(x, w_t, t)
+                if per:
+                    t = noise * 2 * max(float(t), 1e-3)
+                got = sparse_gemv_triton(x, w_t, t, config=cfg)
                 want = sparse_gemv_ref(x, w_t, t)
                 assert_close(got, want)
-                errors[f"{name}_s{s:g}_{'per_input' if per_input else 'scalar'}"] = float(
-                    (got.float() - want.float()).abs().max())
-    return {"passed": True, "against": "sparsebench.kernels.sparse_gemv.ref", "dtype": str(dtype).removeprefix("torch."),
-            "rows": rows, "tolerance": TOLERANCES[str(dtype).removeprefix("torch.")], "max_abs_err": errors}
+                errors[f"{name}_s{s:g}_{'per_input' if per else 'scalar'}"] = float((got.float() - want.float()).abs().max())
+    return errors
+
+
+def try_check(cfg: GemvConfig, *args: Any) -> tuple[dict[str, float] | None, str]:
+    """``check`` that reports a mismatch or a compile error instead of raising."""
+    try:
+        return check(cfg, *args), ""
+    except Exception as exc:  # AssertionError, or a compilation / launch error of this variant
+        return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+
+
+def choose_defaults(shapes: dict[str, tuple[int, int]], operands: dict[str, Any],
+                    sparsities: tuple[float, ...]) -> tuple[dict[str, GemvConfig], dict[str, Any]]:
+    """The config timed as ``triton`` per shape (its default, else FALLBACK) and the check report."""
+    chosen, report = {}, {}
+    for name, (k, n) in shapes.items():
+        for cfg in (default_config(n, k), FALLBACK):
+            errors, why = try_check(cfg, {name: operands[name]}, sparsities, True)
+            if errors is not None:
+                chosen[name] = cfg
+                report[name] = {"config": cfg.label(), "max_abs_err": errors}
+                break
+            print(f"!! {name}: {cfg.label()} failed its check: {why}", file=sys.stderr)
+            report.setdefault("failed", []).append({"shape": name, "config": cfg.label(), "error": why})
+        else:
+            raise AssertionError(f"no configuration matches the reference at {name}")
+    return chosen, report
+
+
+def sweep_for(name: str, default: GemvConfig, sm_count: int, cpu: bool) -> list[GemvConfig]:
+    """Variants timed at 50% for one shape: SWEEP (less its default) and the default at other
+    program counts."""
+    base = SWEEP[:CPU_SWEEP] if cpu else SWEEP
+    out = [c for c in base if c != default]
+    out += [with_programs(default, f * sm_count) for f in PROGRAMS_X_SM]
+    return out
 
 
 def _timer(device: str) -> Callable[[list[Callable[[], Any]], int], list[float]]:
@@ -90,15 +160,148 @@ def _timer(device: str) -> Callable[[list[Callable[[], Any]], int], list[float]]
     return cpu_time
 
 
+def summary_table(rec: Any, shapes: dict[str, tuple[int, int]], defaults: dict[str, GemvConfig]) -> dict[str, Any]:
+    """Print per shape the speed-up at 50% of the default and of the best variant (and the GB/s
+    of live weight rows it streams); return the best per shape."""
+    at50 = [r for r in rec.ratios if r["sparsity"] == 0.5]
+    gbs = {(c.params["shape"], c.impl): c.extra.get("live_gbs", 0.0) for c in rec.cases if c.params["sparsity"] == 0.5}
+    best: dict[str, Any] = {}
+    print(f"\n{'shape':8s} {'class':7s} {'default@50%':>11s} {'best@50%':>9s} {'live GB/s':>9s}  best variant")
+    for name, (k, n) in shapes.items():
+        rows = [r for r in at50 if r["shape"] == name]
+        if not rows:
+            continue
+        d = next((r["speedup"] for r in rows if r["impl"] == "triton"), float("nan"))
+        top = max(rows, key=lambda r: r["speedup"])
+        is_default = top["impl"] == "triton"
+        label = defaults[name].label() if is_default else top["impl"][len("triton["):-1]
+        best[name] = {"class": shape_class(n, k), "label": label, "speedup": top["speedup"], "default_speedup": d}
+        print(f"{name:8s} {best[name]['class']:7s} {d:10.2f}x {top['speedup']:8.2f}x "
+              f"{gbs.get((name, top['impl']), 0.0):9.0f}  {label}{' (the default)' if is_default else ''}")
+    if best:
+        per_class = {b["class"]: b["label"] for b in best.values()}
+        print(f"\nto make the winners default:\n  export {ENV}=\"" +
+              ";".join(f"{c}:{lab}" for c, lab in per_class.items()) + "\"")
+        print("  or in kernels/sparse_gemv/config.py DEFAULTS:")
+        for c, lab in per_class.items():
+            print(f"    \"{c}\": GemvConfig.parse(\"{lab}\"),")
+    return best
+
+
+def check_sweeps(shapes: dict[str, tuple[int, int]], operands: dict[str, Any], defaults: dict[str, GemvConfig],
+                 sm_count: int, cpu: bool, deadline: float) -> tuple[dict[str, list[GemvConfig]], list[dict[str, str]]]:
+    """The sweep variants that match the reference at each shape, and those left out (why).
+    Checking compiles each variant: past ``deadline`` (time.time()) the rest are left out."""
+    sweeps: dict[str, list[GemvConfig]] = {}
+    excluded: list[dict[str, str]] = []
+    for name in shapes:
+        sweeps[name] = []
+        for cfg in sweep_for(name, defaults[name], sm_count, cpu):
+            if time.time() > deadline:
+                excluded.append({"shape": name, "config": cfg.label(), "error": "not checked: time budget"})
+                continue
+            errors, why = try_check(cfg, {name: operands[name]}, (0.5,), False)
+            if errors is None:
+                excluded.append({"shape": name, "config": cfg.label(), "error": why})
+                print(f"!! {name}: left out {cfg.label()}: {why}", file=sys.stderr)
+            else:
+                sweeps[name].append(cfg)
+    return sweeps, excluded
+
+
+def make_record(correctness: dict[str, Any], defaults: dict[str, GemvConfig], fell_back: list[str], cpu: bool,
+                ceilings: bool, profile: str | None) -> Any:
+    from sparsebench.store.kernel_records import new_kernel_record
+
+    measured = None
+    if not cpu and ceilings:
+        from sparsebench.measure.ceilings import measure_ceilings
+
+        measured = measure_ceilings()
+    rec = new_kernel_record("sparse_gemv", "cublas", correctness, profile=profile or ("cpu" if cpu else None),
+                            ceilings=measured)
+    if cpu:
+        rec.notes.append("dry run under the Triton interpreter on CPU: timings are meaningless")
+    else:
+        rec.hardware["device_name"] = torch.cuda.get_device_name()
+    for name, cfg in defaults.items():
+        rec.notes.append(f"triton at {name}: {cfg.label()}"
+                         + (" (FALLBACK: the shape's default failed its check)" if name in fell_back else ""))
+    rec.notes.append("cublas: F.linear(x, W) with W [N, K] row-major (nn.Linear); triton: sparse_gemv on "
+                     "W_t [K, N] contiguous with the threshold fused; x ~ N(0, 1), threshold = the "
+                     "sparsity-quantile of |x|; distinct weight copies per timed call, one CUDA graph; "
+                     "live_gbs: bytes of the weight rows of live inputs / time")
+    return rec
+
+
+def _case(impl: str, params: dict[str, Any], samples: list[float], weight_bytes: int, live: float) -> Any:
+    from sparsebench.measure.stats import summarize
+    from sparsebench.store.kernel_records import KernelCase
+
+    st = summarize(samples)
+    return KernelCase(impl=impl, params=params, samples_ms=[round(s, 5) for s in samples], p50_ms=st["p50"],
+                      p90_ms=st["p90"], extra={"dense_equiv_gbs": weight_bytes / (st["p50"] * 1e-3) / 1e9,
+                                               "live_gbs": live * weight_bytes / (st["p50"] * 1e-3) / 1e9})
+
+
+def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvConfig], default: GemvConfig,
+               opts: argparse.Namespace, sparsities: tuple[float, ...], reps: int, g: torch.Generator) -> None:
+    """cuBLAS and the default at every sparsity, the sweep at 50%, on distinct weight copies."""
+    from sparsebench.measure.kernelbench import copies_for
+
+    device, dtype, cpu = opts.device, torch.bfloat16, opts.device == "cpu"
+    time_calls = _timer(device)
+    wbytes = k * n * 2
+    copies = 2 if cpu else copies_for(wbytes)
+    ws = [(torch.randn(n, k, generator=g) / k ** 0.5).to(dtype).to(device) for _ in range(copies)]
+    wts = [w.t().contiguous() for w in ws]
+    xs = [torch.randn(opts.rows, k, generator=g).to(dtype).to(device) for _ in range(copies)]
+    for s in sparsities:
+        ts = [threshold_for(x, s) for x in xs]
+        achieved = sum(float((x.float().abs() <= t).float().mean()) for x, t in zip(xs, ts, strict=True)) / copies
+        live = sum(float((x.float().abs() > t).any(0).float().mean()) for x, t in zip(xs, ts, strict=True)) / copies
+        params = {"shape": name, "k": k, "n": n, "m": opts.rows, "sparsity": s}
+        dense_calls = [lambda w=w, x=x: F.linear(x, w) for w, x in zip(ws, xs, strict=True)]
+        base = _case("cublas", params, time_calls(dense_calls, reps), wbytes, 1.0)
+        rec.cases.append(base)
+        variants = [("triton", default)] + ([(f"triton[{c.label()}]", c) for c in variants_at_50] if s == 0.5 else [])
+        timed = []
+        for impl, cfg in variants:
+            calls = [lambda wt=wt, x=x, t=t, cfg=cfg: sparse_gemv_triton(x, wt, t, config=cfg)
+                     for wt, x, t in zip(wts, xs, ts, strict=True)]
+            try:
+                c = _case(impl, params, time_calls(calls, reps), wbytes, live)
+            except Exception:  # e.g. fails only under graph capture: report it, time the others
+                print(f"!! {name} s={s:.1f}: timing {impl} failed:\n{traceback.format_exc(limit=2)}", file=sys.stderr)
+                rec.notes.append(f"timing failed at {name} s={s}: {impl}")
+                continue
+            c.extra["achieved_sparsity"] = achieved
+            rec.cases.append(c)
+            timed.append(c)
+        line = f"cublas {base.p50_ms * 1e3:8.2f}us"
+        for c in timed[:1] if timed and timed[0].impl == "triton" else []:
+            line += f"  triton {c.p50_ms * 1e3:8.2f}us  speed-up {base.p50_ms / c.p50_ms:5.2f}x"
+        if len(timed) > 1:
+            fastest = min(timed, key=lambda c: c.p50_ms)
+            line += f"  best of {len(timed)}: {base.p50_ms / fastest.p50_ms:5.2f}x {fastest.impl}"
+        print(f"{name:8s} s={s:.1f}  {line}", flush=True)
+    del ws, wts, xs
+    if not cpu:
+        torch.cuda.empty_cache()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--shapes", nargs="+", help=f"subset of {', '.join(SHAPES)} (cpu: {', '.join(TINY)})")
     p.add_argument("--rows", type=int, default=1, help="activation rows (decode batch), default 1")
     p.add_argument("--reps", type=int, default=50)
-    p.add_argument("--no-sweep", action="store_true", help="skip timing other tile configurations at 50%%")
+    p.add_argument("--no-sweep", action="store_true", help="skip timing the other variants at 50%%")
     p.add_argument("--results", default=None, help="results directory (default: results on cuda, none on cpu)")
     p.add_argument("--no-ceilings", action="store_true", help="skip measuring copy bandwidth / GEMM rate")
+    p.add_argument("--budget-s", type=float, default=150.0,
+                   help="sweep variants still unchecked (uncompiled) after 60%% of this are left out")
+    p.add_argument("--profile", default=None, help="hardware profile id for the record (default: auto; cpu on cpu)")
     args = p.parse_args(argv)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -112,76 +315,45 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     shapes = {s: table[s] for s in names}
     dtype = torch.bfloat16
-    results = args.results if args.results is not None else ("results" if device == "cuda" else None)
-    reps = args.reps if device == "cuda" else min(args.reps, 3)
+    cpu = device == "cpu"
+    results = args.results if args.results is not None else (None if cpu else "results")
+    started = time.time()
 
+    operands = make_operands(shapes, args.rows, device, dtype)
     try:
-        correctness = check(shapes, args.rows, device, dtype)
+        defaults, report = choose_defaults(shapes, operands, (0.0, 0.5, 0.9))
     except AssertionError as exc:
         print(f"kernel does not match the reference; nothing recorded:\n{exc}", file=sys.stderr)
         return 1
-    print(f"correctness vs ref passed ({len(correctness['max_abs_err'])} cases)")
+    from sparsebench.kernels.sparse_gemv.triton import _sm_count
 
-    from sparsebench.store.kernel_records import KernelCase, new_kernel_record, write_kernel_record
-
-    ceilings = None
-    if device == "cuda" and not args.no_ceilings:
-        from sparsebench.measure.ceilings import measure_ceilings
-
-        ceilings = measure_ceilings()
-    rec = new_kernel_record("sparse_gemv", "cublas", correctness, profile=None if device == "cuda" else "cpu",
-                            ceilings=ceilings)
-    if device == "cuda":
-        rec.hardware["device_name"] = torch.cuda.get_device_name()
-    else:
-        rec.notes.append("dry run under the Triton interpreter on CPU: timings are meaningless")
-    rec.notes.append(f"triton default config: {DEFAULT_CONFIG.label()}")
-    rec.notes.append("cublas: F.linear(x, W) with W [N, K] row-major (nn.Linear); triton: sparse_gemv on "
-                     "W_t [K, N] contiguous with the threshold fused; x ~ N(0, 1), threshold = the "
-                     "sparsity-quantile of |x|; distinct weight copies per timed call, one CUDA graph")
-    from sparsebench.measure.kernelbench import copies_for
-    from sparsebench.measure.stats import summarize
-
-    time_calls = _timer(device)
+    sm = _sm_count(torch.device(device))
+    sweeps, excluded = ({n: [] for n in shapes}, []) if args.no_sweep else check_sweeps(
+        shapes, operands, defaults, sm, cpu, started + 0.6 * args.budget_s)
+    del operands
+    fell_back = [n for n in shapes if defaults[n] == FALLBACK]
+    print(f"correctness vs ref passed for the defaults{f' (FALLBACK at {fell_back})' if fell_back else ''}; "
+          f"{sum(map(len, sweeps.values()))} sweep cases pass, {len(excluded)} left out ({time.time() - started:.0f}s)")
+    correctness = {"passed": True, "against": "sparsebench.kernels.sparse_gemv.ref",
+                   "dtype": str(dtype).removeprefix("torch."), "rows": args.rows,
+                   "tolerance": TOLERANCES[str(dtype).removeprefix("torch.")], "defaults": report,
+                   "sweep": "each timed triton[...] variant matched ref at 50% (scalar threshold) at its shape",
+                   "excluded": excluded}
+    rec = make_record(correctness, defaults, fell_back, cpu, not args.no_ceilings, args.profile)
     g = torch.Generator().manual_seed(1)
-
-    def case(impl: str, params: dict[str, Any], samples: list[float], weight_bytes: int) -> KernelCase:
-        st = summarize(samples)
-        return KernelCase(impl=impl, params=params, samples_ms=[round(s, 5) for s in samples], p50_ms=st["p50"],
-                          p90_ms=st["p90"], extra={"dense_equiv_gbs": weight_bytes / (st["p50"] * 1e-3) / 1e9})
-
     for name, (k, n) in shapes.items():
-        wbytes = k * n * 2
-        copies = copies_for(wbytes) if device == "cuda" else 2
-        ws = [(torch.randn(n, k, generator=g) / k ** 0.5).to(dtype).to(device) for _ in range(copies)]
-        wts = [w.t().contiguous() for w in ws]
-        xs = [torch.randn(args.rows, k, generator=g).to(dtype).to(device) for _ in range(copies)]
-        configs: list[tuple[str, GemvConfig]] = [("triton", DEFAULT_CONFIG)]
-        for s in SPARSITIES:
-            ts = [threshold_for(x, s) for x in xs]
-            achieved = sum(float((x.float().abs() <= t).float().mean()) for x, t in zip(xs, ts, strict=True)) / copies
-            params = {"shape": name, "k": k, "n": n, "m": args.rows, "sparsity": s}
-            dense_calls = [lambda w=w, x=x: F.linear(x, w) for w, x in zip(ws, xs, strict=True)]
-            rec.cases.append(case("cublas", params, time_calls(dense_calls, reps), wbytes))
-            sweep = [(f"triton[{c.label()}]", c) for c in SWEEP] if not args.no_sweep and s == 0.5 else []
-            for impl, cfg in configs + sweep:
-                calls = [lambda wt=wt, x=x, t=t, cfg=cfg: sparse_gemv_triton(x, wt, t, config=cfg)
-                         for wt, x, t in zip(wts, xs, ts, strict=True)]
-                c = case(impl, params, time_calls(calls, reps), wbytes)
-                c.extra["achieved_sparsity"] = achieved
-                rec.cases.append(c)
-            base = rec.cases[-1 - len(configs + sweep)]
-            line = "  ".join(f"{c.impl} {c.p50_ms * 1e3:8.2f}us" for c in rec.cases[-len(configs + sweep) - 1:])
-            print(f"{name:8s} s={s:.1f}  {line}  speed-up {base.p50_ms / rec.cases[-1 - len(sweep)].p50_ms:5.2f}x")
-        del ws, wts, xs
-        if device == "cuda":
-            torch.cuda.empty_cache()
+        time_shape(rec, name, k, n, sweeps[name], defaults[name], args, (0.0, 0.5, 0.9) if cpu else SPARSITIES,
+                   min(args.reps, 2) if cpu else args.reps, g)
     rec.add_ratios(("shape", "sparsity"))
-    at50 = {r["shape"]: round(r["speedup"], 3) for r in rec.ratios if r["impl"] == "triton" and r["sparsity"] == 0.5}
-    print(f"speed-up over cuBLAS at 50% sparsity: {at50}")
+    best = summary_table(rec, shapes, defaults)
+    for name, b in best.items():
+        rec.notes.append(f"best at 50% for {name} ({b['class']}): {b['speedup']:.3f}x with {b['label']} "
+                         f"(default {b['default_speedup']:.3f}x)")
+    print(f"\ntotal {time.time() - started:.0f}s")
     if results:
-        path = write_kernel_record(rec, results)
-        print(f"wrote {path}")
+        from sparsebench.store.kernel_records import write_kernel_record
+
+        print(f"wrote {write_kernel_record(rec, results)}")
     return 0
 
 

@@ -4,9 +4,10 @@ The public entry point of the op (definition in ``ref.py``, fast path in ``trito
 The weight is passed transposed, ``w_t [K, N]`` contiguous (``linear.weight.t().contiguous()``),
 so the fast path reads one contiguous row per surviving input.
 
-``impl``: ``ref`` (the definition), ``triton`` (the GEMV kernel for up to ``MAX_ROWS`` rows;
-more rows, as in a prefill, are a GEMM: the inputs are masked and multiplied densely by
-cuBLAS, where skipping single columns cannot pay), ``auto`` (triton on CUDA, else ref).
+``impl``: ``ref`` (the definition), ``triton`` (the GEMV kernels for up to ``MAX_ROWS`` rows,
+configured per shape class in ``config.py``; more rows, as in a prefill, are a GEMM: the
+inputs are masked and multiplied densely by cuBLAS, where skipping single columns cannot
+pay), ``auto`` (triton on CUDA, else ref).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def describe(impl: str, device: str) -> str:
     path = choose_impl(impl, torch.empty(0, device=device))
     if path == "ref":
         return "sparse_gemv ref (PyTorch, fp32 accumulation)"
-    from .triton import DEFAULT_CONFIG
+    from .config import SHAPE_CLASSES, default_config_for_class
 
-    return (f"sparse_gemv triton ({DEFAULT_CONFIG.label()}; <= {MAX_ROWS} rows); "
-            "masked cuBLAS GEMM for more rows")
+    per_class = "; ".join(f"{c}: {default_config_for_class(c).label()}" for c in SHAPE_CLASSES)
+    return f"sparse_gemv triton ({per_class}; <= {MAX_ROWS} rows); masked cuBLAS GEMM for more rows"

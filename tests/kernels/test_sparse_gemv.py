@@ -1,9 +1,12 @@
-"""The Triton sparse GEMV against its reference, on odd shapes, every dtype, 0%/~50%/100%
+"""The Triton sparse GEMV against its reference: every kernel variant (mask / compact, FMA /
+tensor cores, fused / launched split reduction), odd shapes, every dtype, 0 / ~50 / 100%
 sparsity, scalar and per-input thresholds, with and without bias.
 
-On CPU these run under the Triton interpreter (``TRITON_INTERPRET=1``, set by ``nox -s
-tests``); on a GPU the same tests run on the device. Shapes stay small: the interpreter
-runs every program in Python.
+Every call writes into a NaN-filled output and NaN-filled scratch, so an element the
+kernel forgets to write fails the comparison. On CPU these run under the Triton interpreter
+(``TRITON_INTERPRET=1``, set by ``nox -s tests``), which runs every program in Python: the
+variants use small tiles (several column tiles and K splits on tiny shapes) and the cases
+cover the dimensions without a full cross product.
 """
 
 import pytest
@@ -18,10 +21,38 @@ needs_triton = pytest.mark.skipif(
     not triton_available() or (DEVICE == "cpu" and not interpreting()),
     reason="needs triton and a GPU, or TRITON_INTERPRET=1 on CPU")
 
-# (rows, K inputs, N outputs): none of K, N a multiple of a block size; 300 inputs make
-# several K splits (two-stage reduction), 37 a single one (direct store)
-SHAPES = [(1, 37, 53), (3, 70, 33), (1, 300, 40), (5, 257, 19)]
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+def _variants():
+    from sparsebench.kernels.sparse_gemv.config import GemvConfig
+
+    small = dict(block_n=32, block_k=32, num_stages=2, min_k_blocks=1)
+    return {
+        "mask": GemvConfig(kind="mask", **small),
+        "mask_nopairs": GemvConfig(kind="mask", pairs=False, **small),
+        "mask_dot": GemvConfig(kind="mask", dot=True, **small),
+        "mask_launch": GemvConfig(kind="mask", reduce="launch", **small),
+        "compact": GemvConfig(kind="compact", **small),
+        "compact_dot": GemvConfig(kind="compact", dot=True, **small),
+        "compact_launch": GemvConfig(kind="compact", reduce="launch", **small),
+    }
+
+
+VARIANTS = list(_variants()) if triton_available() else []
+# (rows, K inputs, N outputs, dtype, sparsity, per-input threshold, bias): K and N multiples of
+# no tile; 300 and 257 inputs make several K splits, 53 / 40 / 77 outputs several column tiles
+CASES = [
+    (1, 300, 40, torch.bfloat16, 0.5, False, False),
+    (1, 37, 53, torch.float32, 0.0, True, True),
+    (3, 70, 33, torch.float16, 0.5, True, True),
+    (8, 257, 37, torch.bfloat16, 0.5, False, True),
+    (1, 300, 40, torch.float16, 1.0, True, True),
+    (1, 64, 40, torch.float16, 0.5, True, False),
+]
+
+
+def _case_id(c):
+    m, k, n, dtype, s, per_input, bias = c
+    return f"{m}x{k}x{n}-{str(dtype)[6:]}-s{s:g}-{'vec' if per_input else 'scalar'}{'-bias' if bias else ''}"
 
 
 def _operands(m, k, n, dtype, seed=0):
@@ -44,46 +75,150 @@ def _threshold(x, sparsity, per_channel):
     return float(torch.quantile(a.flatten(), sparsity)) if sparsity > 0 else 0.0
 
 
-@needs_triton
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("sparsity", [0.0, 0.5, 1.0])
-def test_triton_matches_ref_scalar_threshold(shape, dtype, sparsity):
-    x, w_t, bias = _operands(*shape, dtype)
-    t = _threshold(x, sparsity, per_channel=False)
-    got = sparse_gemv(x, w_t, t, impl="triton")
-    assert got.dtype == dtype and got.shape == (shape[0], shape[2])
-    assert_close(got, sparse_gemv_ref(x, w_t, t))
-    if sparsity == 1.0:
-        assert not got.float().any()
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Kernel scratch filled with NaN (fp32 partials) or ``state['index']`` (live-index lists)."""
+    from sparsebench.kernels.sparse_gemv import triton as kt
+
+    state = {"index": 0}
+
+    def workspace(shape, dtype, device):
+        fill = float("nan") if dtype.is_floating_point else state["index"]
+        return torch.full(shape, fill, dtype=dtype, device=device)
+
+    monkeypatch.setattr(kt, "_workspace", workspace)
+    return state
+
+
+def _run(x, w_t, t, bias, cfg):
+    """The kernel writing into a NaN-filled output."""
+    from sparsebench.kernels.sparse_gemv.triton import sparse_gemv_triton
+
+    out = torch.full((x.shape[0], w_t.shape[1]), float("nan"), dtype=x.dtype, device=x.device)
+    got = sparse_gemv_triton(x, w_t, t, bias, config=cfg, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    return got
 
 
 @needs_triton
-@pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("sparsity", [0.0, 0.5, 1.0])
-def test_triton_matches_ref_per_input_threshold_with_bias(shape, dtype, sparsity):
-    x, w_t, bias = _operands(*shape, dtype, seed=1)
-    t = _threshold(x, sparsity, per_channel=True)
-    got = sparse_gemv(x, w_t, t, impl="triton", bias=bias)
-    assert_close(got, sparse_gemv_ref(x, w_t, t, bias))
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_matches_ref(variant, case, poisoned):
+    from sparsebench.kernels.sparse_gemv.config import REDUCE_NONE
+    from sparsebench.kernels.sparse_gemv.triton import launch_plan
+
+    m, k, n, dtype, sparsity, per_input, with_bias = case
+    cfg = _variants()[variant]
+    x, w_t, bias = _operands(m, k, n, dtype, seed=k + m)
+    b = bias if with_bias else None
+    t = _threshold(x, sparsity, per_input)
+    p = launch_plan(m, n, k, x.device, cfg, x.element_size())
+    assert p.n_tiles > 1 and p.splits > 1 and p.reduce != REDUCE_NONE  # the case exercises the reduction
+    got = _run(x, w_t, t, b, cfg)
+    want = sparse_gemv_ref(x, w_t, t, b)
+    assert got.dtype == dtype and got.shape == (m, n)
+    assert_close(got, want)
+    if sparsity == 1.0:  # nothing survives: the bias alone
+        assert torch.equal(got, bias.expand(m, n).to(dtype))
+    elif sparsity == 0.5:  # the threshold matters at this tolerance: ignoring it would fail
+        with pytest.raises(AssertionError):
+            assert_close(got, sparse_gemv_ref(x, w_t, 0.0, b))
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 3])
-def test_weight_rows_of_dropped_inputs_are_never_read(m):
-    """Rows of dropped inputs filled with NaN: the kernel must not touch them."""
-    x, w_t, _ = _operands(m, 300, 40, torch.float32, seed=2)
+@pytest.mark.parametrize("variant,m", [("mask", 1), ("compact", 1), ("mask_dot", 1), ("compact", 3)])
+def test_one_split_stores_directly(variant, m, poisoned):
+    from dataclasses import replace
+
+    from sparsebench.kernels.sparse_gemv.config import REDUCE_NONE
+    from sparsebench.kernels.sparse_gemv.triton import launch_plan
+
+    cfg = replace(_variants()[variant], programs=1)
+    x, w_t, bias = _operands(m, 100, 77, torch.bfloat16, seed=7)
+    assert launch_plan(m, 77, 100, x.device, cfg, 2).reduce == REDUCE_NONE
+    t = _threshold(x, 0.5, per_channel=True)
+    assert_close(_run(x, w_t, t, bias, cfg), sparse_gemv_ref(x, w_t, t, bias))
+
+
+@needs_triton
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_nothing_survives_gives_zeros_without_bias(variant, poisoned):
+    x, w_t, _ = _operands(1, 70, 33, torch.bfloat16)
+    got = _run(x, w_t, float(x.float().abs().max()), None, _variants()[variant])
+    assert torch.equal(got, torch.zeros_like(got))
+
+
+@needs_triton
+@pytest.mark.parametrize("variant,m", [(v, 1) for v in VARIANTS] + [("mask", 3), ("compact", 3)])
+def test_weight_rows_of_dropped_inputs_are_never_read(variant, m, poisoned):
+    """Rows of inputs dropped in every row are NaN, and so is every unwritten list slot."""
+    x, w_t, _ = _operands(m, 300, 40, torch.bfloat16, seed=2)
+    x[:, 0] = 0.0  # input 0 dead: a masked-off slot that still read its (index 0) row would see NaN
     t = _threshold(x, 0.6, per_channel=False)
-    dead = (x.abs() <= t).all(0)
-    assert dead.any()
-    poisoned = w_t.clone()
-    poisoned[dead] = float("nan")
-    clean = w_t.clone()
-    clean[dead] = 0.0
-    got = sparse_gemv(x, poisoned, t, impl="triton")
+    dead = (x.float().abs() <= t).all(0)
+    assert dead.any() and not dead.all()
+    poisoned["index"] = int(dead.nonzero()[0])
+    nan_rows, zero_rows = w_t.clone(), w_t.clone()
+    nan_rows[dead] = float("nan")
+    zero_rows[dead] = 0.0
+    got = _run(x, nan_rows, t, None, _variants()[variant])
     assert torch.isfinite(got).all()
-    assert_close(got, sparse_gemv_ref(x, clean, t))
+    assert_close(got, sparse_gemv_ref(x, zero_rows, t))
+
+
+@needs_triton
+@pytest.mark.parametrize("variant", ["mask", "compact"])
+def test_fused_reduction_is_deterministic_and_resets_its_counters(variant):
+    from sparsebench.kernels.sparse_gemv import triton as kt
+
+    x, w_t, bias = _operands(1, 300, 40, torch.float32, seed=3)
+    t = _threshold(x, 0.5, per_channel=False)
+    cfg = _variants()[variant]
+    first = _run(x, w_t, t, bias, cfg)
+    again = _run(x, w_t, t, bias, cfg)
+    assert torch.equal(first, again)
+    for buf in kt._COUNTERS[(x.device.type, x.device.index)]:
+        assert not buf.any()
+
+
+@needs_triton
+@pytest.mark.parametrize("m,k,n", [(1, 1000, 77), (3, 300, 40)])
+def test_default_configs_match_ref(m, k, n):
+    """``sparse_gemv`` with the per-shape default (the table's tiles, not the test ones)."""
+    x, w_t, bias = _operands(m, k, n, torch.bfloat16, seed=4)
+    t = _threshold(x, 0.5, per_channel=True)
+    assert_close(sparse_gemv(x, w_t, t, impl="triton", bias=bias), sparse_gemv_ref(x, w_t, t, bias))
+
+
+@needs_triton
+def test_unaligned_x_skips_the_pair_loads():
+    from sparsebench.kernels.sparse_gemv.triton import launch_plan
+
+    base, w_t, _ = _operands(1, 301, 40, torch.bfloat16, seed=5)
+    x = base[:, 1:]  # starts 2 bytes past an aligned address
+    assert x.data_ptr() % 4 == 2
+    assert launch_plan(1, 40, 300, x.device, _variants()["mask"], 2, x_aligned=True).pairs
+    assert not launch_plan(1, 40, 300, x.device, _variants()["mask"], 2, x_aligned=False).pairs
+    t = _threshold(x, 0.5, per_channel=False)
+    assert_close(_run(x, w_t[1:], t, None, _variants()["mask"]), sparse_gemv_ref(x, w_t[1:], t))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["mask", "compact", "mask_launch"])
+def test_cuda_graph_replay_matches_eager(variant):
+    """No host synchronisation: the call captures in a CUDA graph and replays correctly."""
+    from sparsebench.kernels.sparse_gemv.triton import sparse_gemv_triton
+
+    from .graphs import graph_replay
+
+    x, w_t, bias = _operands(1, 4096, 1024, torch.bfloat16, seed=6)
+    cfg = _variants()[variant]
+    t = _threshold(x, 0.5, per_channel=False)
+    sparse_gemv_triton(x, w_t, t, bias, config=cfg)  # compile outside the capture
+    static_x = x.clone()
+    y = graph_replay(lambda: sparse_gemv_triton(static_x, w_t, t, bias, config=cfg))
+    assert_close(y, sparse_gemv_ref(x, w_t, t, bias))
 
 
 def test_ref_is_the_definition():
@@ -114,19 +249,59 @@ def test_bad_operands_are_refused():
         sparse_gemv(x, w_t.t().contiguous().t(), 0.1, impl="triton")
     with pytest.raises(ValueError, match="per-input threshold"):
         sparse_gemv(x, w_t, torch.zeros(5), impl="triton")
+    from sparsebench.kernels.sparse_gemv.triton import sparse_gemv_triton
+
+    with pytest.raises(ValueError, match="out must be"):
+        sparse_gemv_triton(x, w_t, 0.1, out=torch.empty(1, 52, device=DEVICE))
 
 
-@pytest.mark.skipif(not triton_available(), reason="needs triton")
-def test_tile_config_from_the_environment(monkeypatch):
-    from sparsebench.kernels.sparse_gemv.triton import GemvConfig, plan
+def test_config_specs_round_trip_and_reject_typos():
+    from sparsebench.kernels.sparse_gemv.config import GemvConfig
 
-    monkeypatch.setenv("SPARSEBENCH_GEMV_CONFIG", "bn=128,bk=16,w=8,p=64")
-    cfg = GemvConfig.from_env()
-    assert (cfg.block_n, cfg.block_k, cfg.num_warps, cfg.programs) == (128, 16, 8, 64)
-    monkeypatch.setenv("SPARSEBENCH_GEMV_CONFIG", "bn=128,bq=3")
-    with pytest.raises(ValueError, match="expected e.g."):
-        GemvConfig.from_env()
-    # the split-K plan covers K exactly once: splits x k_per_split >= K > (splits - 1) x k_per_split
-    for k, n in [(4096, 4096), (14336, 4096), (4096, 14336), (4096, 1024), (37, 53)]:
-        _, _, bk, per, splits = plan(1, n, k, torch.device("cpu"), GemvConfig())
-        assert per % bk == 0 and splits * per >= k > (splits - 1) * per
+    cfg = GemvConfig(kind="compact", block_n=128, block_k=64, num_warps=8, num_stages=4, programs=264,
+                     reduce="launch", dot=True, pairs=False)
+    assert GemvConfig.parse(cfg.label()) == cfg
+    for variant in _variants().values():
+        assert GemvConfig.parse(variant.label()) == variant
+    assert GemvConfig.parse("bn=128,bk=16,w=8,p=64") == GemvConfig(block_n=128, block_k=16, num_warps=8,
+                                                                    programs=64)
+    for bad in ("bn=128,bq=3", "kind=dense", "bn=96", "r=atomic", "bn"):
+        with pytest.raises(ValueError, match="expected e.g."):
+            GemvConfig.parse(bad)
+
+
+def test_environment_overrides_the_per_shape_defaults(monkeypatch):
+    from sparsebench.kernels.sparse_gemv.config import (
+        DEFAULTS,
+        ENV,
+        GemvConfig,
+        overrides,
+        shape_class,
+    )
+
+    shapes = {"q_o": (4096, 4096), "k_v": (1024, 4096), "gate_up": (14336, 4096), "down": (4096, 14336)}
+    assert [shape_class(n, k) for n, k in shapes.values()] == ["square", "narrow", "wide", "deep"]
+    assert set(DEFAULTS) == {"square", "narrow", "wide", "deep"}
+    monkeypatch.setenv(ENV, "bn=128,bk=16,w=8,p=64")
+    assert GemvConfig.from_env() == GemvConfig(block_n=128, block_k=16, num_warps=8, programs=64)
+    assert set(overrides().values()) == {GemvConfig.from_env()}
+    per_class = overrides("wide:kind=compact,bn=512; narrow:bn=64")
+    assert per_class == {"wide": GemvConfig(kind="compact", block_n=512), "narrow": GemvConfig(block_n=64)}
+    with pytest.raises(ValueError, match="unknown shape class"):
+        overrides("tall:bn=64")
+
+
+def test_plan_covers_k_once_and_fills_the_gpu():
+    from sparsebench.kernels.sparse_gemv.config import DEFAULTS, GemvConfig, default_config, plan
+
+    for (n, k) in [(4096, 4096), (4096, 14336), (14336, 4096), (1024, 4096), (53, 37)]:
+        for m in (1, 3, 8):
+            for cfg in [*DEFAULTS.values(), GemvConfig(kind="compact", block_n=512, programs=132)]:
+                p = plan(m, n, k, 132, cfg)
+                assert p.k_per_split % p.block_k == 0
+                assert p.splits * p.k_per_split >= k > (p.splits - 1) * p.k_per_split
+                assert p.n_tiles * p.block_n >= n and (p.block_m == 16) == (m > 1 or cfg.dot)
+                fold_rows = p.block_k // 2 if p.pairs else p.block_k
+                assert fold_rows % p.fold == 0
+                if n >= 1024 and cfg == default_config(n, k):
+                    assert p.n_tiles * p.splits >= 2 * 132  # several programs per SM
