@@ -1,28 +1,36 @@
-"""int4 weight-only matmul on the GPU: our Triton kernel vs bf16 cuBLAS vs torch's int4pack.
+"""int4 weight-only matmul on the GPU: our Triton kernels vs bf16 cuBLAS vs torch's int4pack.
 
     python benchmarks/kernels/int4_matmul.py --results results
+    TRITON_INTERPRET=1 python benchmarks/kernels/int4_matmul.py --device cpu   # dry run, tiny shapes
 
-Llama-3-8B projection shapes, M (tokens) from 1 to 4096, group size 128. Every
-implementation is first checked against ``kernels/int4_matmul/ref.py`` on the GPU with the
-shared tolerance table; one that fails is reported and not timed, and if ours fails nothing
-is recorded. Timing: ``sparsebench.measure.kernelbench.time_calls`` (distinct operand copies
-per call so the L2 never holds the weights, calls captured in a CUDA graph, CUDA events).
-Writes one kernel record under ``results/kernels/``.
+Llama-3-8B projection shapes, M (tokens) 1 .. 4096, group size 128. Every implementation is
+first checked against ``kernels/int4_matmul/ref.py`` on the GPU with the shared tolerance
+table; one that fails is reported and not timed, and if ours fails nothing is recorded.
+Our first call per (shape, M bucket) times the candidate plans (gemv / mma / fold / dequant
++ cuBLAS, a few tile and split-K choices each) on cold L2 and keeps the fastest: that is
+``triton_int4``. The fastest plan of every other variant is timed beside it as
+``triton_int4[<variant>]``, each checked against ``ref`` first, so the record shows what
+each route reaches. Timing: ``sparsebench.measure.kernelbench.time_calls`` (distinct
+operand copies per call so the L2 never holds the weights, calls captured in a CUDA graph,
+CUDA events). Writes one kernel record under ``results/kernels/``; the table at the end
+gives per shape and M our speed-up, int4pack's, and the plan that won.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from sparsebench.kernels.int4_matmul import int4_matmul, ref
+from sparsebench.kernels.int4_matmul import triton as fast
 from sparsebench.kernels.tolerances import assert_close
-from sparsebench.measure.ceilings import measure_ceilings
-from sparsebench.measure.kernelbench import copies_for, summary, time_calls
 from sparsebench.store.kernel_records import KernelCase, new_kernel_record, write_kernel_record
 
 SHAPES = {  # name: (N, K) of y = x W^T, Llama-3-8B
@@ -31,15 +39,17 @@ SHAPES = {  # name: (N, K) of y = x W^T, Llama-3-8B
     "gate_up_proj": (14336, 4096),
     "down_proj": (4096, 14336),
 }
-MS = (1, 2, 4, 8, 16, 32, 64, 256, 1024, 2048, 4096)
+TINY = {"tiny_a": (100, 256), "tiny_b": (37, 384)}  # --device cpu
+MS = (1, 2, 4, 8, 16, 64, 2048, 4096)
+CPU_MS = (1, 3, 70)
 GROUP = 128
 
 
-def random_int4(n: int, k: int, group: int, seed: int) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    q = torch.randint(0, 16, (n, k), generator=g, device="cuda", dtype=torch.uint8)
+def random_int4(n: int, k: int, group: int, seed: int, device: str = "cuda") -> tuple[torch.Tensor, ...]:
+    g = torch.Generator(device=device).manual_seed(seed)
+    q = torch.randint(0, 16, (n, k), generator=g, device=device, dtype=torch.uint8)
     packed = (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
-    scales = (torch.rand(n, k // group, generator=g, device="cuda") * 0.01 + 0.001).half()
+    scales = (torch.rand(n, k // group, generator=g, device=device) * 0.01 + 0.001).half()
     offsets = (-8 * scales.float()).half()
     return q, packed, scales, offsets
 
@@ -54,85 +64,184 @@ def to_torch_int4pack(q: torch.Tensor, scales: torch.Tensor, offsets: torch.Tens
     return packed, sz
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", default="results")
-    p.add_argument("--ms", type=int, nargs="+", default=list(MS))
-    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    p.add_argument("--reps", type=int, default=30)
-    args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("skipped: no CUDA device (this benchmark measures GPU kernels)")
-        return 0
-    torch.manual_seed(0)
-    # 1. correctness on the GPU, before any timing
-    correctness: dict[str, object] = {"group": GROUP, "checked": []}
-    torch_ok = True
-    for name in args.shapes:
-        n, k = SHAPES[name]
-        q, packed, scales, offsets = random_int4(n, k, GROUP, seed=1)
-        for m in (1, 7, 300):
-            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+def cpu_time(calls: list[Callable[[], Any]], reps: int) -> list[float]:
+    """Wall-clock ms per call (the dry run: interpreter timings mean nothing)."""
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        for c in calls:
+            c()
+        out.append((time.perf_counter_ns() - t0) / 1e6 / len(calls))
+    return out
+
+
+def check_correctness(shapes: dict[str, tuple[int, int]], ms: tuple[int, ...], device: str) -> tuple[dict, bool]:
+    """Ours (raises on a mismatch: nothing recorded) and torch's int4pack (reported) vs ref."""
+    correctness: dict[str, Any] = {"group": GROUP, "checked": []}
+    torch_ok = device == "cuda"
+    for name, (n, k) in shapes.items():
+        q, packed, scales, offsets = random_int4(n, k, GROUP, seed=1, device=device)
+        for m in ms:
+            x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
             want = ref.int4_matmul(x, packed, scales, offsets, GROUP)
             got = int4_matmul(x, packed, scales, offsets, GROUP, impl="triton")
-            err = float((got.float() - want.float()).abs().max())
-            assert_close(got, want)  # raises: nothing recorded
-            entry = {"shape": name, "m": m, "triton_max_abs_err": err}
-            try:
-                tp, sz = to_torch_int4pack(q, scales, offsets)
-                got_t = torch._weight_int4pack_mm(x, tp, GROUP, sz)
-                entry["torch_int4pack_max_abs_err"] = float((got_t.float() - want.float()).abs().max())
-                assert_close(got_t, want)
-            except Exception as exc:  # torch's path is a comparison, not ours: report and skip it
-                torch_ok = False
-                entry["torch_int4pack_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            entry = {"shape": name, "m": m, "triton_max_abs_err": float((got.float() - want.float()).abs().max()),
+                     "plan": fast.choose(x, packed, scales, offsets, GROUP).label()}
+            assert_close(got, want)
+            if device == "cuda":
+                try:
+                    tp, sz = to_torch_int4pack(q, scales, offsets)
+                    got_t = torch._weight_int4pack_mm(x, tp, GROUP, sz)
+                    entry["torch_int4pack_max_abs_err"] = float((got_t.float() - want.float()).abs().max())
+                    assert_close(got_t, want)
+                except Exception as exc:  # torch's path is a comparison, not ours: report and skip it
+                    torch_ok = False
+                    entry["torch_int4pack_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
             correctness["checked"].append(entry)
     correctness["passed"] = True
     correctness["torch_int4pack_passed"] = torch_ok
-    print("correctness:", correctness)
-    ceilings = measure_ceilings()
-    rec = new_kernel_record("int4_matmul", "bf16_cublas", correctness, ceilings=ceilings)
+    return correctness, torch_ok
+
+
+def variant_plans(x: torch.Tensor, t: tuple, device: str) -> tuple[fast.Plan, dict[str, fast.Plan]]:
+    """The plan ours runs, and the fastest plan of each other variant (the tuner's timings;
+    on the dry run the interpreter's default plus one plan per other variant)."""
+    _, packed, scales, offsets = t
+    chosen = fast.choose(x, packed, scales, offsets, GROUP)
+    if device == "cuda":
+        others = fast.best_per_variant(x, packed, scales, GROUP)
+    else:
+        others = {"fold": fast.Plan("fold", bn=32, bm=32, bk=64, stages=1), "dequant": fast.Plan("dequant", bn=32,
+                                                                                               bk=64)}
+        if x.shape[0] == 1:
+            others["gemv"] = fast.Plan("gemv", bn=32, bk=64, stages=1)
+    return chosen, {v: p for v, p in others.items() if p != chosen}
+
+
+def time_case(rec, impl: str, params: dict, calls: list, reps: int, device: str, wbytes: float) -> float | None:
+    from sparsebench.measure.kernelbench import summary, time_calls
+
+    try:
+        samples = time_calls(calls, reps=reps) if device == "cuda" else cpu_time(calls, reps)
+    except Exception:
+        traceback.print_exc()
+        return None
+    st = summary(samples)
+    m, n, k = params["m"], params["n"], params["k"]
+    rec.cases.append(KernelCase(
+        impl=impl, params=params, samples_ms=[round(s, 5) for s in samples], p50_ms=st["p50"], p90_ms=st["p90"],
+        extra={"weight_gbs": wbytes / (st["p50"] * 1e-3) / 1e9, "tflops": 2 * m * n * k / (st["p50"] * 1e-3) / 1e12}))
+    return st["p50"]
+
+
+def print_summary(rec, winners: dict[tuple[str, int], str]) -> None:
+    """Per shape and M: our speed-up, int4pack's, every variant's, and the plan that won."""
+    speed = {(r["shape"], r["m"], r["impl"]): r["speedup"] for r in rec.ratios}
+    base = {(c.params["shape"], c.params["m"]): c.p50_ms for c in rec.cases if c.impl == rec.baseline_impl}
+    variants = sorted({i for (_, _, i) in speed if i.startswith("triton_int4[")})
+    head = ["shape", "M", "bf16 us", "ours", "int4pack", *[v.removeprefix("triton_int4") for v in variants], "won"]
+    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for (shape, m), ms in base.items():
+        cells = [shape, str(m), f"{ms * 1e3:.1f}"]
+        cells += [f"{speed[(shape, m, i)]:.2f}x" if (shape, m, i) in speed else "-"
+                  for i in ("triton_int4", "torch_int4pack", *variants)]
+        print("| " + " | ".join(cells + [winners.get((shape, m), "-")]) + " |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    p.add_argument("--results", default=None, help="results directory (default: results on cuda, none on cpu)")
+    p.add_argument("--ms", type=int, nargs="+")
+    p.add_argument("--shapes", nargs="+", help=f"subset of {', '.join(SHAPES)} (cpu: {', '.join(TINY)})")
+    p.add_argument("--reps", type=int, default=30)
+    args = p.parse_args(argv)
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        print("skipped: no CUDA device (this benchmark measures GPU kernels; --device cpu is a dry run)")
+        return 0
+    if device == "cpu" and not fast.INTERPRET:
+        print("error: --device cpu needs TRITON_INTERPRET=1", file=sys.stderr)
+        return 2
+    table = SHAPES if device == "cuda" else TINY
+    names = args.shapes or list(table)
+    if any(s not in table for s in names):
+        print(f"error: unknown shape(s) {names}; known here: {', '.join(table)}", file=sys.stderr)
+        return 2
+    shapes = {s: table[s] for s in names}
+    ms = args.ms or list(MS if device == "cuda" else CPU_MS)
+    reps = args.reps if device == "cuda" else 1
+    results = args.results if args.results is not None else ("results" if device == "cuda" else None)
+    torch.manual_seed(0)
+    # 1. correctness on the device, before any timing (this also tunes those M buckets)
+    correctness, torch_ok = check_correctness(shapes, (1, 5, 300) if device == "cuda" else (1, 3, 70), device)
+    print("correctness:", correctness, flush=True)
+    ceilings = None
+    if device == "cuda":
+        from sparsebench.measure.ceilings import measure_ceilings
+
+        ceilings = measure_ceilings()
+    rec = new_kernel_record("int4_matmul", "bf16_cublas", correctness, profile=None if device == "cuda" else "cpu",
+                            ceilings=ceilings)
     rec.notes.append(f"group size {GROUP}; weights random codes; bf16 activations; M = tokens")
+    if device == "cpu":
+        rec.notes.append("dry run under the Triton interpreter on CPU: timings are meaningless")
+    winners: dict[tuple[str, int], str] = {}
     # 2. timing
-    for name in args.shapes:
-        n, k = SHAPES[name]
-        bf16_copies = copies_for(n * k * 2)
-        int4_copies = copies_for(n * k // 2)
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(bf16_copies)]
-        qs = [random_int4(n, k, GROUP, seed=10 + i) for i in range(int4_copies)]
+    from sparsebench.measure.kernelbench import copies_for
+
+    for name, (n, k) in shapes.items():
+        bf16_copies = copies_for(n * k * 2) if device == "cuda" else 2
+        int4_copies = copies_for(n * k // 2) if device == "cuda" else 2
+        ws = [torch.randn(n, k, device=device, dtype=torch.bfloat16) for _ in range(bf16_copies)]
+        qs = [random_int4(n, k, GROUP, seed=10 + i, device=device) for i in range(int4_copies)]
         tps = [to_torch_int4pack(q, s, o) for q, _, s, o in qs] if torch_ok else []
-        for m in args.ms:
-            xs = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        for m in ms:
+            xs = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+            fast.int4_matmul(xs, *qs[0][1:], GROUP)  # tunes this M bucket (outside any timing)
+            chosen, others = variant_plans(xs, qs[0], device)
+            winners[(name, m)] = chosen.label()
+            want = ref.int4_matmul(xs, *qs[0][1:], GROUP)
+            for plan in (chosen, *others.values()):  # each timed plan matches ref here first
+                assert_close(fast.int4_matmul(xs, *qs[0][1:], GROUP, plan=plan), want)
             impls = {
                 "bf16_cublas": [lambda w=w, xs=xs: F.linear(xs, w) for w in ws],
                 "triton_int4": [lambda t=t, xs=xs: int4_matmul(xs, t[1], t[2], t[3], GROUP, impl="triton") for t in qs],
             }
             if tps:
-                impls["torch_int4pack"] = [lambda t=t, xs=xs: torch._weight_int4pack_mm(xs, t[0], GROUP, t[1]) for t in tps]
+                impls["torch_int4pack"] = [lambda t=t, xs=xs: torch._weight_int4pack_mm(xs, t[0], GROUP, t[1])
+                                           for t in tps]
+            for variant, plan in others.items():
+                impls[f"triton_int4[{variant}]"] = [
+                    lambda t=t, xs=xs, plan=plan: fast.int4_matmul(xs, t[1], t[2], t[3], GROUP, plan=plan) for t in qs]
             line = [f"{name:13s} M={m:5d}"]
+            params = {"shape": name, "n": n, "k": k, "m": m, "group": GROUP}
             for impl, calls in impls.items():
-                try:
-                    samples = time_calls(calls, reps=args.reps)
-                except Exception:
-                    traceback.print_exc()
-                    continue
-                st = summary(samples)
                 wbytes = n * k * (2 if impl == "bf16_cublas" else 0.5)
-                rec.cases.append(KernelCase(
-                    impl=impl, params={"shape": name, "n": n, "k": k, "m": m, "group": GROUP},
-                    samples_ms=[round(s, 5) for s in samples], p50_ms=st["p50"], p90_ms=st["p90"],
-                    extra={"weight_gbs": wbytes / (st["p50"] * 1e-3) / 1e9,
-                           "tflops": 2 * m * n * k / (st["p50"] * 1e-3) / 1e12}))
-                line.append(f"{impl}={st['p50'] * 1e3:8.1f}us")
-            print("  ".join(line), flush=True)
+                p50 = time_case(rec, impl, params, calls, reps, device, wbytes)
+                if p50 is not None:
+                    line.append(f"{impl}={p50 * 1e3:8.1f}us")
+            print("  ".join(line) + f"  [ours: {chosen.label()}]", flush=True)
+            rec.notes.append(f"{name} M={m}: ours ran {chosen.label()}; others timed: "
+                             + ", ".join(f"{v}={p.label()}" for v, p in others.items()))
         del ws, qs, tps
-        torch.cuda.empty_cache()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    rec.notes.append("tuner: " + "; ".join(
+        f"N={t['n']} K={t['k']} M<={t['m_bucket']}: {t['plan']} of "
+        + ", ".join(f"{lbl}={ms * 1e3:.1f}us" for lbl, ms in sorted(t["timings_ms"].items(), key=lambda kv: kv[1]))
+        + (f" (rejected: {t['rejected']})" if t["rejected"] else "") for t in fast.chosen()))
     rec.add_ratios(("shape", "m"))
     print("\nspeed-up over bf16 cuBLAS (p50 / p50):")
     for r in rec.ratios:
-        print(f"  {r['shape']:13s} M={r['m']:5d} {r['impl']:15s} {r['speedup']:.2f}x")
-    path = write_kernel_record(rec, args.results)
-    print(f"wrote {path}")
+        print(f"  {r['shape']:13s} M={r['m']:5d} {r['impl']:24s} {r['speedup']:.2f}x")
+    print_summary(rec, winners)
+    rejected = {f"N={t['n']} K={t['k']} M<={t['m_bucket']}": t["rejected"] for t in fast.chosen() if t["rejected"]}
+    if rejected:
+        print(f"\nplans the tuner rejected (compile/launch error or mismatch vs ref): {rejected}")
+    if results:
+        path = write_kernel_record(rec, results)
+        print(f"wrote {path}")
     return 0
 
 

@@ -3,6 +3,10 @@
 Layout: ``qweight`` ``[N, K/2]`` uint8, two 4-bit codes per byte along K (even column in the
 low nibble); ``scales`` and ``offsets`` ``[N, ceil(K/G)]`` (the last group may be shorter);
 ``W = q * scale + offset``.
+
+The Triton path (``triton.py``, kernels in ``tiles.py``) picks a plan per shape and M
+bucket: a tensor-core decode kernel, a CUDA-core GEMV, a fused dequantize-and-multiply
+kernel or dequantize + cuBLAS, timed on first use on a GPU.
 """
 
 from __future__ import annotations

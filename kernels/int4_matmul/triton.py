@@ -1,201 +1,351 @@
-"""Triton int4 weight-only matmul: codes dequantized in registers, fp32 accumulation.
+"""Launch the int4 kernels of ``tiles.py``, and pick one per shape by timing it.
 
-Per K-tile (which never straddles a quantization group, since the tile width divides
-the group size) the kernel multiplies the raw codes on tensor cores and applies the
-group's affine map once per output instead of once per weight:
+A ``Plan`` names a variant and its tiles:
 
-    sum_k x_k (q_nk s_n + o_n) = s_n * sum_k x_k q_nk + o_n * sum_k x_k
+* ``gemv``: M = 1 on CUDA cores;
+* ``mma``: decode-sized M (<= 64) on tensor cores, codes fed as ``BIAS + q`` pairs, the
+  group map applied to tile sums (needs the group to be a multiple of 64);
+* ``fold``: per-weight dequantization in registers then tensor cores (prefill, small groups);
+* ``dequant``: dequantize the whole weight to the activation dtype, then cuBLAS.
 
-The packed byte holds columns 2j (low nibble) and 2j+1 (high nibble), so the even and odd
-columns of ``x`` are loaded separately and two half-width dots are summed: no
-interleaving of unpacked codes is needed. Small M (decode) splits K across programs so
-the whole GPU streams the weight; partial sums then meet in an fp32 buffer by atomics.
+On a GPU the first call for a (shape, M bucket, dtype) times the candidate plans on cold
+L2 (after checking each against ``ref``) and keeps the fastest; under CUDA-graph capture,
+on CPU (the interpreter) or with ``SPARSEBENCH_INT4_TUNE=0`` a fixed default plan runs.
+``chosen()`` reports what was picked and the timings behind it.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass, replace
 
 import torch
 import triton
 import triton.language as tl
 
+from ..tolerances import tolerance
+from . import ref
+from .tiles import F32_MAGIC, _dequant, _gemv, _mma_fold, _mma_pairs
+
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+MAGIC16 = {torch.bfloat16: (0x43004300, 128.0, tl.bfloat16), torch.float16: (0x64006400, 1024.0, tl.float16)}
+LOCKS = 1 << 16
 
 
-def _configs() -> list[triton.Config]:
-    if INTERPRET:
-        return [triton.Config({"BM": 16, "BN": 16, "BK": 32, "SPLIT_K": 2}, num_warps=4, num_stages=1)]
+@dataclass(frozen=True)
+class Plan:
+    variant: str  # gemv | mma | fold | dequant
+    bn: int = 64
+    bm: int = 16
+    bk: int = 128
+    split: int = 1
+    warps: int = 4
+    stages: int = 3
+    swap: bool = True
+
+    def label(self) -> str:
+        if self.variant == "dequant":
+            return f"dequant[bn{self.bn} bk{self.bk} chunks{self.split}]+cublas"
+        tile = f"bn{self.bn}" + (f" bm{self.bm}" if self.variant != "gemv" else "")
+        extra = "" if self.variant != "fold" else (" swap" if self.swap else " noswap")
+        return f"{self.variant}[{tile} bk{self.bk} split{self.split} w{self.warps} s{self.stages}{extra}]"
+
+
+def _bk(group: int, options: tuple[int, ...]) -> int | None:
+    return next((b for b in options if group % b == 0), None)
+
+
+def _m_tile(m: int) -> int:
+    return 16 if m <= 16 else 32 if m <= 32 else 64
+
+
+def _bucket(m: int) -> int:
+    return min(triton.next_power_of_2(m), 4096)
+
+
+def _key(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int) -> tuple:
+    """What a tuned plan is kept for: (N, K, group, M bucket, dtypes, device)."""
+    return (qweight.shape[0], x2.shape[1], group, _bucket(x2.shape[0]), x2.dtype, scales.dtype, x2.device)
+
+
+def _sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+
+
+def split_options(n_prog: int, k_tiles: int, sms: int) -> list[int]:
+    """Split-K factors (divisors of the K-tile count, >= 2 tiles each) that bring the
+    programs nearest one, two and four waves over the SMs (more programs balance better,
+    fewer keep each one's pipeline longer)."""
+    divs = [d for d in range(1, k_tiles + 1) if k_tiles % d == 0 and (k_tiles // d >= 2 or d == 1)]
     out = []
-    for bm, bn, bk, split, warps, stages in [
-        # decode (M <= 16): narrow N tiles and split-K so >= 1 wave of programs streams the weight
-        (16, 32, 128, 1, 4, 4), (16, 32, 128, 2, 4, 4), (16, 64, 128, 2, 4, 4), (16, 32, 128, 4, 4, 4),
-        (16, 64, 128, 4, 4, 3), (16, 128, 128, 4, 4, 3), (16, 32, 64, 4, 4, 4), (16, 64, 64, 8, 4, 4),
-        (16, 32, 32, 4, 4, 4), (16, 64, 32, 8, 4, 4), (16, 128, 64, 2, 4, 4),
-        # medium / prefill
-        (32, 64, 64, 1, 4, 4), (64, 64, 64, 1, 4, 4), (64, 128, 64, 1, 4, 4), (128, 128, 64, 1, 8, 3),
-        (128, 256, 64, 1, 8, 3), (64, 128, 128, 1, 4, 3), (128, 128, 128, 1, 8, 3), (128, 128, 32, 1, 4, 4),
-        (64, 128, 32, 1, 4, 4),
-    ]:
-        out.append(triton.Config({"BM": bm, "BN": bn, "BK": bk, "SPLIT_K": split}, num_warps=warps,
-                                 num_stages=stages))
+    for waves in (1, 2, 4):
+        want = waves * sms / max(n_prog, 1)
+        best = min(divs, key=lambda d: abs(math.log(d / want)))
+        if best not in out:
+            out.append(best)
     return out
 
 
-def _prune(configs: list[triton.Config], named_args: dict, **_: object) -> list[triton.Config]:
-    group, m = named_args["G"], named_args["M"]
-    keep = [c for c in configs if group % c.kwargs["BK"] == 0
-            and (c.kwargs["BM"] == 16) == (m <= 16)]
-    return keep or [c for c in configs if group % c.kwargs["BK"] == 0]
+def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int) -> list[Plan]:
+    """Plans worth timing on a GPU for this problem (about a dozen at most)."""
+    out: list[Plan] = []
+    bm = _m_tile(m)
+
+    def with_splits(p: Plan, most: int = 3) -> list[Plan]:
+        n_prog = triton.cdiv(n, p.bn) * (triton.cdiv(m, p.bm) if p.variant != "gemv" else 1)
+        return [replace(p, split=s) for s in split_options(n_prog, triton.cdiv(k, p.bk), sms)[:most]]
+
+    bk_pairs = _bk(group, (128, 64))
+    bk_fold = _bk(group, (64, 32))
+    if m <= 64:
+        stages = 4 if bm == 16 else 3
+        for bn in ((256, 128, 64) if bm == 16 else (64,)) if bk_pairs else ():  # 2 x 64 rows at bm 64 spill
+            out += with_splits(Plan("mma", bn=bn, bm=bm, bk=bk_pairs, warps=4, stages=stages))
+        out += with_splits(Plan("fold", bn=64, bm=bm, bk=bk_fold, warps=4, stages=stages), 1)
+    if m == 1:
+        out += with_splits(Plan("gemv", bn=256, bk=_bk(group, (128, 64, 32)), warps=4, stages=3), 2)
+    if m > 64:  # weight tile dequantized once per 128 or 256 tokens; W as the right or left operand
+        out += [Plan("fold", bn=128, bm=128, bk=bk_fold, warps=8, stages=3, swap=s) for s in (False, True)]
+        if m >= 256:
+            out.append(Plan("fold", bn=128, bm=256, bk=bk_fold, warps=8, stages=3, swap=False))
+    if m >= 64 and dtype != torch.float32:
+        for chunks in sorted({1, dequant_chunks(n, k)}):
+            out.append(Plan("dequant", bn=32, bk=_bk(group, (128, 64, 32)), split=chunks))
+    return out
 
 
-@triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "K", "G"], prune_configs_by={"early_config_prune": _prune},
-                 reset_to_zero=["y_ptr"])
-@triton.jit
-def _int4_mm(x_ptr, q_ptr, s_ptr, o_ptr, y_ptr, M, N, K, G, M_BUCKET,
-             sxm, sxk, sqn, sqk, ssn, ssg, sym, syn,
-             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SPLIT_K: tl.constexpr,
-             ATOMIC: tl.constexpr, DOT_F32: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    pid_k = tl.program_id(2)
-    rm = pid_m * BM + tl.arange(0, BM)
-    rn = pid_n * BN + tl.arange(0, BN)
-    rh = tl.arange(0, BK // 2)
-    m_ok = rm < M
-    n_ok = rn < N
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
-    k_tiles = tl.cdiv(K, BK)
-    per_split = tl.cdiv(k_tiles, SPLIT_K)
-    for i in range(0, per_split):  # a counted loop from 0: Triton software-pipelines it
-        t = pid_k * per_split + i
-        kh = t * (BK // 2) + rh  # packed byte column (beyond K // 2 when t >= k_tiles: masked)
-        h_ok = kh < K // 2
-        qb = tl.load(q_ptr + rn[:, None] * sqn + kh[None, :] * sqk, mask=n_ok[:, None] & h_ok[None, :], other=0)
-        xe = tl.load(x_ptr + rm[:, None] * sxm + (2 * kh)[None, :] * sxk, mask=m_ok[:, None] & h_ok[None, :], other=0.0)
-        xo = tl.load(x_ptr + rm[:, None] * sxm + (2 * kh + 1)[None, :] * sxk, mask=m_ok[:, None] & h_ok[None, :],
-                     other=0.0)
-        if DOT_F32:  # the interpreter mis-converts uint8 -> bf16 and computes bf16 dots wrongly
-            part = tl.dot(xe.to(tl.float32), tl.trans((qb & 0x0F).to(tl.float32)), input_precision="ieee") + \
-                tl.dot(xo.to(tl.float32), tl.trans((qb >> 4).to(tl.float32)), input_precision="ieee")
-        else:  # codes 0..15 are exact in every float type
-            part = tl.dot(xe, tl.trans((qb & 0x0F).to(xe.dtype))) + tl.dot(xo, tl.trans((qb >> 4).to(xe.dtype)))
-        xsum = tl.sum(xe.to(tl.float32), axis=1) + tl.sum(xo.to(tl.float32), axis=1)
-        g = (t * BK) // G
-        s = tl.load(s_ptr + rn * ssn + g * ssg, mask=n_ok, other=0.0).to(tl.float32)
-        o = tl.load(o_ptr + rn * ssn + g * ssg, mask=n_ok, other=0.0).to(tl.float32)
-        acc += part * s[None, :] + xsum[:, None] * o[None, :]
-    ptrs = y_ptr + rm[:, None] * sym + rn[None, :] * syn
-    ok = m_ok[:, None] & n_ok[None, :]
-    if ATOMIC:
-        tl.atomic_add(ptrs, acc, mask=ok)
+def default_plan(m: int, n: int, k: int, group: int, sms: int, dtype: torch.dtype = torch.bfloat16) -> Plan:
+    """The plan that runs untimed (CPU interpreter, graph capture, tuning switched off)."""
+    if INTERPRET:  # small tiles: the interpreter runs every program in Python
+        if group % 64 == 0 and m <= 64:
+            return Plan("mma", bn=16, bm=16, bk=64, warps=4, stages=1)
+        return Plan("fold", bn=32, bm=32, bk=_bk(group, (64, 32)), warps=4, stages=1)
+    if m > 64:
+        if dtype != torch.float32:  # cuBLAS on the dequantized weight: never far from bf16
+            return Plan("dequant", bn=32, bk=_bk(group, (128, 64, 32)))
+        return Plan("fold", bn=128, bm=128, bk=_bk(group, (64, 32)), warps=8, stages=3)
+    bk_pairs = _bk(group, (128, 64))
+    plan = (Plan("mma", bn=128 if m <= 16 else 64, bm=_m_tile(m), bk=bk_pairs, warps=4, stages=4 if m <= 16 else 3)
+            if bk_pairs
+            else Plan("fold", bn=64, bm=_m_tile(m), bk=_bk(group, (64, 32)), warps=4, stages=4))
+    n_prog = triton.cdiv(n, plan.bn) * triton.cdiv(m, plan.bm)
+    return replace(plan, split=split_options(n_prog, triton.cdiv(k, plan.bk), sms)[:2][-1])
+
+
+def _alloc(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Every output and workspace comes from here (tests poison it to catch unwritten elements)."""
+    return torch.empty(shape, device=device, dtype=dtype)
+
+
+_locks: dict[torch.device, torch.Tensor] = {}
+
+
+def _lock_buffer(device: torch.device) -> torch.Tensor | None:
+    """Per-device split-K tile locks (self-resetting); created outside graph capture only."""
+    if device not in _locks:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return None
+        _locks[device] = torch.zeros(LOCKS, dtype=torch.int32, device=device)
+    return _locks[device]
+
+
+def as_words(qweight: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
+    """The packed codes as int32 words ``[N, ceil(K/8)]`` and the padded K (a copy only
+    when K is not a multiple of 8 or the rows are not word aligned)."""
+    kp = -(-k // 8) * 8
+    q = qweight.contiguous()
+    if kp != k or q.storage_offset() % 4:
+        q = torch.nn.functional.pad(q, (0, kp // 2 - q.shape[1])).contiguous()
+    return q.view(torch.int32), kp
+
+
+def run(plan: Plan, x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
+        group: int) -> torch.Tensor:
+    """``x2 [M, K] @ W^T`` with one plan; returns ``[M, N]`` in ``x2.dtype``."""
+    m, k = x2.shape
+    n = qweight.shape[0]
+    q32, kp = as_words(qweight, k)
+    if kp != k:
+        x2 = torch.nn.functional.pad(x2, (0, kp - k))
+    x2 = x2 if x2.stride(-1) == 1 else x2.contiguous()
+    scales, offsets = scales.contiguous(), offsets.contiguous()
+    if plan.variant == "dequant":
+        return _dequant_matmul(x2, q32, scales, offsets, group, kp, plan)
+    y = _alloc((m, n), x2.device, x2.dtype)
+    bm = 1 if plan.variant == "gemv" else plan.bm
+    tiles = (triton.cdiv(n, plan.bn), triton.cdiv(m, bm))
+    k_tiles = triton.cdiv(kp, plan.bk)
+    locks = _lock_buffer(x2.device) if plan.split > 1 and 4 * tiles[0] * tiles[1] <= LOCKS else None
+    split = plan.split if locks is not None and k_tiles % plan.split == 0 else 1
+    part = _alloc((split, m, n), x2.device, torch.float32) if split > 1 else y
+    locks = locks if split > 1 else y
+    grid = (tiles[0], tiles[1], split)
+    common = dict(EVEN_K=kp % plan.bk == 0, REDUCE=split > 1, num_warps=plan.warps, num_stages=plan.stages)
+    dot_f32 = INTERPRET or x2.dtype == torch.float32
+    if plan.variant == "gemv":
+        if m != 1:
+            raise ValueError(f"the gemv plan takes one row of x, got M={m}")
+        _gemv[grid](x2, q32, scales, offsets, y, part, locks, n, kp, group, q32.stride(0), scales.stride(0),
+                    F32_MAGIC, k_tiles // split, BN=plan.bn, BK=plan.bk, **common)
+    elif plan.variant == "mma":
+        magic, bias, code = MAGIC16.get(x2.dtype, MAGIC16[torch.bfloat16])
+        bh = 16 if INTERPRET else 64  # rows per MMA block (64: one warpgroup's wgmma)
+        blocks = plan.bn // bh
+        if plan.bn % bh or blocks not in (1, 2, 4):
+            raise ValueError(f"an mma plan has 1, 2 or 4 blocks of {bh} rows, got bn={plan.bn}")
+        _mma_pairs[grid](x2, q32, scales, offsets, y, part, locks, m, n, kp, group, x2.stride(0), q32.stride(0),
+                         scales.stride(0), y.stride(0), bias, k_tiles // split, MAGIC=magic, BH=bh,
+                         BLOCKS=blocks, BM=plan.bm, BK=plan.bk, CODE=code, DOT_F32=dot_f32, ASM=not INTERPRET,
+                         **common)
+    elif plan.variant == "fold":
+        _mma_fold[grid](x2, q32, scales, offsets, y, part, locks, m, n, kp, group, x2.stride(0), q32.stride(0),
+                        scales.stride(0), y.stride(0), F32_MAGIC, k_tiles // split, BN=plan.bn, BM=plan.bm,
+                        BK=plan.bk, SWAP=plan.swap, DOT_F32=dot_f32, **common)
     else:
-        tl.store(ptrs, acc.to(y_ptr.dtype.element_ty), mask=ok)
+        raise ValueError(f"unknown int4 plan variant {plan.variant!r}")
+    return y
 
 
-def _gemv_configs() -> list[triton.Config]:
-    if INTERPRET:
-        return [triton.Config({"BN": 16, "BKH": 16}, num_warps=4, num_stages=1)]
-    return [triton.Config({"BN": bn, "BKH": bkh}, num_warps=w, num_stages=st)
-            for bn in (4, 8, 16, 32) for bkh in (16, 32, 64, 128) for w, st in ((2, 4), (4, 4), (4, 2), (8, 3))
-            if bn * bkh >= 256]
+# A dense weight chunk this small stays in L2 until cuBLAS reads it, so its bytes are
+# written and read there rather than through HBM; but smaller GEMMs fill the GPU less, so
+# the tuner times the whole weight against chunks (``Plan.split`` = chunks for dequant).
+DEQUANT_CHUNK_BYTES = 24 << 20
 
 
-def _prune_gemv(configs: list[triton.Config], named_args: dict, **_: object) -> list[triton.Config]:
-    group = named_args["G"]
-    keep = [c for c in configs if group % (2 * c.kwargs["BKH"]) == 0]
-    if not keep:
-        raise ValueError(f"no int4 GEMV tile fits group size {group}")
-    return keep
+def dequant_chunks(n: int, k: int, elem_bytes: int = 2) -> int:
+    """Row chunks that keep each dense chunk within DEQUANT_CHUNK_BYTES."""
+    return max(1, min(triton.cdiv(n * k * elem_bytes, DEQUANT_CHUNK_BYTES), triton.cdiv(n, 128)))
 
 
-@triton.autotune(configs=_gemv_configs(), key=["N", "K", "G"], prune_configs_by={"early_config_prune": _prune_gemv})
-@triton.jit
-def _int4_gemv(x_ptr, q_ptr, s_ptr, o_ptr, y_ptr, N, K, G, sqn, ssn,
-               BN: tl.constexpr, BKH: tl.constexpr):
-    """M == 1 (decode at batch 1): each program streams BN packed rows over the whole of K,
-    dequantizes in registers and keeps per-element partial sums; the sum over K happens
-    once after the loop, and the result is stored directly (no atomics, no second pass)."""
-    pid_n = tl.program_id(0)
-    rn = pid_n * BN + tl.arange(0, BN)
-    rh = tl.arange(0, BKH)
-    n_ok = rn < N
-    acc = tl.zeros((BN, BKH), dtype=tl.float32)
-    for t in range(0, tl.cdiv(K, 2 * BKH)):
-        kh = t * BKH + rh
-        h_ok = kh < K // 2
-        qb = tl.load(q_ptr + rn[:, None] * sqn + kh[None, :], mask=n_ok[:, None] & h_ok[None, :], other=0)
-        xe = tl.load(x_ptr + 2 * kh, mask=h_ok, other=0.0).to(tl.float32)
-        xo = tl.load(x_ptr + 2 * kh + 1, mask=h_ok, other=0.0).to(tl.float32)
-        g = (t * 2 * BKH) // G  # the tile lies in one group: BKH divides G / 2
-        s = tl.load(s_ptr + rn * ssn + g, mask=n_ok, other=0.0).to(tl.float32)[:, None]
-        o = tl.load(o_ptr + rn * ssn + g, mask=n_ok, other=0.0).to(tl.float32)[:, None]
-        acc += ((qb & 0x0F).to(tl.float32) * s + o) * xe[None, :] + ((qb >> 4).to(tl.float32) * s + o) * xo[None, :]
-    y = tl.sum(acc, axis=1)
-    tl.store(y_ptr + rn, y.to(y_ptr.dtype.element_ty), mask=n_ok)
+def _dequant_matmul(x2: torch.Tensor, q32: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, group: int,
+                    kp: int, plan: Plan) -> torch.Tensor:
+    """Dequantize a chunk of rows, multiply it with cuBLAS into its columns of ``y``, repeat."""
+    n = q32.shape[0]
+    rows = min(n, triton.cdiv(triton.cdiv(n, plan.split), 128) * 128)  # 128-row aligned chunks
+    y = _alloc((x2.shape[0], n), x2.device, x2.dtype)
+    buf = _alloc((rows, kp), x2.device, x2.dtype)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        w = buf[: r1 - r0]
+        _dequant_words(q32[r0:r1], scales[r0:r1], offsets[r0:r1], group, kp, x2.dtype, plan.bn, plan.bk, out=w)
+        torch.mm(x2, w.t(), out=y[:, r0:r1])
+    return y
 
 
-@triton.jit
-def _int4_dequant(q_ptr, s_ptr, o_ptr, w_ptr, N, K, G, sqn, ssn, swn, BN: tl.constexpr, BKH: tl.constexpr):
-    """Packed codes -> dense [N, K] weight in the output dtype (for large M: then cuBLAS)."""
-    rn = tl.program_id(0) * BN + tl.arange(0, BN)
-    kh = tl.program_id(1) * BKH + tl.arange(0, BKH)
-    ok = (rn < N)[:, None] & (kh < K // 2)[None, :]
-    qb = tl.load(q_ptr + rn[:, None] * sqn + kh[None, :], mask=ok, other=0)
-    g = (2 * kh) // G  # both columns of a byte are in one group (G is even)
-    s = tl.load(s_ptr + rn[:, None] * ssn + g[None, :], mask=ok, other=0.0).to(tl.float32)
-    o = tl.load(o_ptr + rn[:, None] * ssn + g[None, :], mask=ok, other=0.0).to(tl.float32)
-    lo = (qb & 0x0F).to(tl.float32) * s + o
-    hi = (qb >> 4).to(tl.float32) * s + o
-    base = w_ptr + rn[:, None] * swn + 2 * kh[None, :]
-    tl.store(base, lo.to(w_ptr.dtype.element_ty), mask=ok)
-    tl.store(base + 1, hi.to(w_ptr.dtype.element_ty), mask=ok)
+def _dequant_words(q32: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, group: int, kp: int,
+                   dtype: torch.dtype, bn: int, bk: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    n = q32.shape[0]
+    w = _alloc((n, kp), q32.device, dtype) if out is None else out
+    _dequant[(triton.cdiv(n, bn), triton.cdiv(kp, bk))](
+        q32, scales, offsets, w, n, kp, group, q32.stride(0), scales.stride(0), w.stride(0), F32_MAGIC,
+        BN=bn, BK=bk, EVEN_K=kp % bk == 0, num_warps=4)
+    return w
 
 
 def dequantize(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, group: int,
                dtype: torch.dtype) -> torch.Tensor:
-    n, k = qweight.shape[0], qweight.shape[1] * 2
-    w = torch.empty((n, k), device=qweight.device, dtype=dtype)
-    bn, bkh = 32, 64
-    _int4_dequant[(triton.cdiv(n, bn), triton.cdiv(k // 2, bkh))](
-        qweight, scales, offsets, w, n, k, group, qweight.stride(0), scales.stride(0), w.stride(0), BN=bn, BKH=bkh)
-    return w
+    """The dense ``[N, K]`` weight in ``dtype``, decoded on the device."""
+    k = qweight.shape[1] * 2
+    q32, kp = as_words(qweight, k)
+    bk = 32 if INTERPRET else _bk(group, (128, 64, 32))
+    w = _dequant_words(q32, scales.contiguous(), offsets.contiguous(), group, kp, dtype, 16 if INTERPRET else 32, bk)
+    return w[:, :k]
 
 
-# Above this many rows of x, dequantizing the weight once and calling cuBLAS beats decoding
-# it in every output tile (the dequantized copy is transient: it is freed after the call).
-DEQUANT_MIN_M = 64
+# ---- choosing a plan by timing -------------------------------------------------------------
+
+_chosen: dict[tuple, dict] = {}
+FLUSH_BYTES = 128 << 20  # well past a 50 MB L2
+
+
+def _cold_time_ms(fn, flush: torch.Tensor, reps: int = 10) -> float:
+    """Median time of ``fn`` with the L2 flushed before each call (weights come from HBM)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def _close(got: torch.Tensor, want: torch.Tensor) -> bool:
+    rtol, atol = tolerance(got.dtype)
+    scale = max(float(want.float().abs().max()), 1.0)
+    return bool(torch.allclose(got.float(), want.float(), rtol=rtol, atol=atol * scale))
+
+
+def _tune(key: tuple, x2, qweight, scales, offsets, group: int) -> Plan:
+    m, k = x2.shape
+    n = qweight.shape[0]
+    want = ref.int4_matmul(x2, qweight, scales, offsets, group)
+    timings: dict[str, float] = {}
+    rejected: dict[str, str] = {}
+    plans: dict[str, Plan] = {}
+    best: tuple[float, Plan] | None = None
+    flush = torch.empty(FLUSH_BYTES, dtype=torch.int8, device=x2.device)
+    for plan in candidates(m, n, k, group, x2.dtype, _sms(x2.device)):
+        try:
+            if not _close(run(plan, x2, qweight, scales, offsets, group), want):
+                rejected[plan.label()] = "does not match ref"
+                continue
+            ms = _cold_time_ms(lambda p=plan: run(p, x2, qweight, scales, offsets, group), flush)
+        except Exception as exc:  # a config that fails to compile or launch is skipped, not fatal
+            rejected[plan.label()] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            continue
+        timings[plan.label()] = ms
+        plans[plan.label()] = plan
+        if best is None or ms < best[0]:
+            best = (ms, plan)
+    plan = best[1] if best else default_plan(m, n, k, group, _sms(x2.device), x2.dtype)
+    _chosen[key] = {"plan": plan, "timings_ms": timings, "rejected": rejected, "plans": plans}
+    return plan
+
+
+def tuning_enabled() -> bool:
+    return os.environ.get("SPARSEBENCH_INT4_TUNE", "1") != "0"
+
+
+def choose(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
+           group: int) -> Plan:
+    m, k = x2.shape
+    n = qweight.shape[0]
+    key = _key(x2, qweight, scales, group)
+    if key in _chosen:
+        return _chosen[key]["plan"]
+    if x2.device.type != "cuda" or not tuning_enabled() or torch.cuda.is_current_stream_capturing():
+        return default_plan(m, n, k, group, _sms(x2.device), x2.dtype)
+    return _tune(key, x2, qweight, scales, offsets, group)
+
+
+def best_per_variant(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int) -> dict[str, Plan]:
+    """The fastest timed plan of each variant for this problem (empty before tuning)."""
+    report = _chosen.get(_key(x2, qweight, scales, group))
+    if report is None:
+        return {}
+    out: dict[str, tuple[float, Plan]] = {}
+    for label, ms in report["timings_ms"].items():
+        plan = report["plans"][label]
+        if plan.variant not in out or ms < out[plan.variant][0]:
+            out[plan.variant] = (ms, plan)
+    return {v: p for v, (_, p) in out.items()}
+
+
+def chosen() -> list[dict]:
+    """What the tuner picked so far: one entry per (N, K, group, M bucket, dtype)."""
+    return [{"n": key[0], "k": key[1], "group": key[2], "m_bucket": key[3], "dtype": str(key[4]),
+             "plan": v["plan"].label(), "variant": v["plan"].variant, "timings_ms": v["timings_ms"],
+             "rejected": v["rejected"]} for key, v in _chosen.items()]
 
 
 def int4_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
-                group: int) -> torch.Tensor:
+                group: int, plan: Plan | None = None) -> torch.Tensor:
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    qweight, scales, offsets = qweight.contiguous(), scales.contiguous(), offsets.contiguous()
-    m, k = x2.shape
-    n = qweight.shape[0]
-    if m >= DEQUANT_MIN_M and x.dtype != torch.float32:
-        w = dequantize(qweight, scales, offsets, group, x.dtype)
-        return torch.nn.functional.linear(x, w)
-    if m == 1:
-        y1 = torch.empty((n,), device=x.device, dtype=x.dtype)
-        x1 = x2.reshape(-1).contiguous()
-
-        def grid1(meta: dict) -> tuple[int]:
-            return (triton.cdiv(n, meta["BN"]),)
-
-        _int4_gemv[grid1](x1, qweight, scales, offsets, y1, n, k, group, qweight.stride(0), scales.stride(0))
-        return y1.reshape(*lead, n)
-    bucket = min(triton.next_power_of_2(m), 4096)
-    # Split-K configs accumulate with atomics into fp32; the choice is made by the autotuner,
-    # so the output is always fp32 first (its cost is one small cast at decode sizes).
-    y = torch.zeros((m, n), device=x.device, dtype=torch.float32)
-
-    def grid(meta: dict) -> tuple[int, int, int]:
-        return (triton.cdiv(m, meta["BM"]), triton.cdiv(n, meta["BN"]), meta["SPLIT_K"])
-
-    _int4_mm[grid](x2, qweight, scales, offsets, y, m, n, k, group, bucket,
-                   x2.stride(0), x2.stride(1), qweight.stride(0), qweight.stride(1),
-                   scales.stride(0), scales.stride(1), y.stride(0), y.stride(1), ATOMIC=True,
-                   DOT_F32=INTERPRET or x.dtype == torch.float32)
-    return y.to(x.dtype).reshape(*lead, n)
+    plan = plan or choose(x2, qweight, scales, offsets, group)
+    return run(plan, x2, qweight, scales, offsets, group).reshape(*lead, qweight.shape[0])
