@@ -256,8 +256,10 @@ class MeasureSpec(_Strict):
     decode_context: int = Field(128, ge=1)
     decode_tokens: int = Field(16, ge=1)
     # GPU decode step: "graph" = eager forward captured in a CUDA graph; "compile+graph" =
-    # torch.compile'd forward (fused elementwise kernels) captured in a CUDA graph.
-    decode_path: Literal["graph", "compile+graph"] = "graph"
+    # torch.compile'd forward (fused elementwise kernels) captured in a CUDA graph;
+    # "compile-tuned+graph" = the same with inductor's coordinate-descent tuning of its
+    # kernels (about twice the compile time; on an H200 0.76 of the roofline vs 0.69).
+    decode_path: Literal["graph", "compile+graph", "compile-tuned+graph"] = "graph"
     # Latency only: each decoder layer's q/k/v and gate/up projections computed as one GEMV
     # each (``sparsebench.measure.fuse``), as serving engines do. None = auto: on when
     # latency is measured on a GPU, off on a CPU. While None it is left out of the dumped

@@ -56,8 +56,9 @@ def base_parser() -> argparse.ArgumentParser:
     run.add_argument("--prefill-lengths", type=int, nargs="+")
     run.add_argument("--decode-context", type=int)
     run.add_argument("--decode-tokens", type=int)
-    run.add_argument("--decode-path", choices=["graph", "compile+graph"],
-                     help="GPU decode step: eager forward in a CUDA graph (default) or torch.compile'd")
+    run.add_argument("--decode-path", choices=["graph", "compile+graph", "compile-tuned+graph"],
+                     help="GPU decode step: eager forward in a CUDA graph (default), torch.compile'd, "
+                     "or compiled with inductor's coordinate-descent tuning")
     run.add_argument("--fuse-projections", type=_on_off, metavar="on|off|auto",
                      help="latency only: q/k/v and gate/up of each layer as one GEMV each "
                      "(default auto: on for a GPU, off on a CPU)")

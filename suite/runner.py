@@ -333,8 +333,8 @@ class Runner:
             name = f"decode_b{b}_c{m.decode_context}"
             kw = dict(batch=b, context=m.decode_context, tokens=m.decode_tokens, warmup=m.warmup,
                       repetitions=m.repetitions, progress=self.progress)
-            graphed = (partial(measure_decode_graphed, model, ids, compile=m.decode_path == "compile+graph", **kw)
-                       if gpu else None)
+            compile_mode = {"graph": None, "compile+graph": "default", "compile-tuned+graph": "tuned"}[m.decode_path]
+            graphed = (partial(measure_decode_graphed, model, ids, compile=compile_mode, **kw) if gpu else None)
             samples = self._graphed_or_eager(
                 rec, name, "decode_step", f"{m.decode_path}(static_cache)", "eager(dynamic_cache)",
                 graphed, partial(measure_decode, model, ids, device=device, **kw))

@@ -68,13 +68,18 @@ def _set_length(cache: Any, n: int) -> None:
 
 def measure_decode_graphed(
     model: Any, ids: Any, *, batch: int, context: int, tokens: int, warmup: int,
-    repetitions: int, progress: Callable[..., Any], compile: bool = False,
+    repetitions: int, progress: Callable[..., Any], compile: str | None = None,
 ) -> tuple[list[float], float]:
     """The suite's decode figure: each replayed step timed on its own (host synchronised
-    between steps, next token chosen outside the timed region)."""
+    between steps, next token chosen outside the timed region). ``compile``: None (eager
+    forward in the graph), "default" (torch.compile) or "tuned" (inductor's
+    coordinate-descent tuning of the generated kernels)."""
     import torch
 
-    forward = torch.compile(model.forward, dynamic=False) if compile else None
+    if compile not in (None, "default", "tuned"):
+        raise ValueError(f"compile must be None, 'default' or 'tuned', got {compile!r}")
+    options = {"coordinate_descent_tuning": True} if compile == "tuned" else None
+    forward = torch.compile(model.forward, dynamic=False, options=options) if compile else None
     return decode_timings(model, ids, batch=batch, context=context, tokens=tokens, warmup=warmup,
                           repetitions=repetitions, progress=progress, forward=forward)["synced"]
 
