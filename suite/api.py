@@ -205,6 +205,11 @@ class Task(ABC):
             raise TypeError(f"{self.name} expects {self.Config.__name__}, got {type(config).__name__}")
         self.config = config
 
+    def check_model(self, model: Any) -> None:  # noqa: B027 - optional hook
+        """Raise ``ValueError`` when this config cannot run on ``model`` (a context longer
+        than its positions...). Called like ``Method.check_model``: right after loading,
+        before anything runs or is written, so a mismatch is bad input (exit 2)."""
+
     @abstractmethod
     def evaluate(self, model: Any, ctx: EvalContext) -> dict[str, Metric]:
         """Evaluate ``model``; metric names should be prefixed by nothing task-specific

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .api import ApplyContext, EvalContext, Method, Metric, RunRecord, RunSpec
+from .api import ApplyContext, EvalContext, Method, Metric, RunRecord, RunSpec, Task
 from .environment import environment
 from .errors import UsageError
 from .profiles.hardware import fingerprint, machine_info
@@ -203,11 +203,21 @@ class Runner:
         except ValueError as exc:
             raise UsageError(f"Method '{r.spec.method.name}' cannot apply to model '{r.spec.model.name}' "
                              f"with this config: {exc}.") from None
+        if r.source.random_weights:
+            return  # tasks never run on a shape model
+        for task in r.tasks:
+            try:
+                task.check_model(model)
+            except ValueError as exc:
+                raise UsageError(f"Task '{task.name}' cannot run on model '{r.spec.model.name}' "
+                                 f"with this config: {exc}.") from None
 
     def _preflight(self, r: Resolved) -> None:
         """Check the method against the model before a fresh dense baseline is measured, so a
         config that does not fit the model writes nothing (costs one extra model load)."""
-        if type(r.method).check_model is Method.check_model or self._skip_reason(r):
+        hooks = type(r.method).check_model is not Method.check_model or (
+            not r.source.random_weights and any(type(t).check_model is not Task.check_model for t in r.tasks))
+        if not hooks or self._skip_reason(r):
             return
         import torch
 

@@ -94,8 +94,9 @@ class GenerationConfig(TaskConfig):
 class LongContextTask:
     """Mixin: refuse a model whose context is shorter than the longest length asked for.
 
-    ``check_model`` follows ``Method.check_model``'s contract (raise ``ValueError``, never
-    modify the model); the Task API has no such hook yet, so ``evaluate`` calls it first.
+    ``check_model`` is the ``Task.check_model`` hook: the runner calls it right after loading,
+    so a too-long context is refused before anything runs (exit 2); ``evaluate`` calls it
+    again for callers that use a task directly.
     """
 
     name: str

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One GPU lease, many steps: install, then each named step under its own time limit, every
+# output (records, logs) gathered into one archive under $OUT (the lease returns few files).
+#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP two4 spmm gemv int4 probe e2e
+#   (t:OP = only tests/kernels/test_OP.py; E2E_METHODS, E2E_PATH choose the end-to-end runs)
+# Records land in W/results/{runs,kernels}; copy them into results/ after checking them.
+# The GPU machine has no network: pydantic and its deps travel as wheels in .whl/ (see
+# benchmarks/NOTES.md for the pip download line).
+set -u
+export PYTHONUNBUFFERED=1
+OUTDIR="${OUT:-/tmp/sparsebench-gpu}"
+W="$OUTDIR/w"
+R="$W/results"
+mkdir -p "$R"
+LOG="$W/log.txt"
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
+python3 -m pip install -q --no-deps --no-build-isolation --no-index --target /tmp/site . >/dev/null || exit 3
+export PYTHONPATH=/tmp/site
+PROFILE="${PROFILE:-auto}"
+step() {  # step SECONDS CMD...: run, log, never abort the session
+    local lim=$1; shift
+    echo "=== $(date +%T) [$lim s] $*" | tee -a "$LOG"
+    timeout "$lim" "$@" >>"$LOG" 2>&1
+    local rc=$?
+    echo "=== $(date +%T) rc=$rc" | tee -a "$LOG"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$LOG"
+for s in "$@"; do
+    case "$s" in
+        t:*) step 150 python3 -m pytest -q -p no:cacheprovider "tests/kernels/test_${s#t:}.py" ;;
+        tests) for f in tests/kernels/test_*.py; do step 120 python3 -m pytest -q -p no:cacheprovider "$f"; done ;;
+        two4) step 150 python3 benchmarks/kernels/semi_structured.py --results "$R" --profile "$PROFILE" \
+                  --ms 1 16 256 1024 2048 4096 8192 --shapes q_o gate_up down gate_up_fused ;;
+        spmm) step 90 python3 benchmarks/kernels/spmm.py --results "$R" --profile "$PROFILE" ;;
+        gemv) step 180 python3 benchmarks/kernels/sparse_gemv.py --results "$R" ;;
+        int4) step 180 python3 benchmarks/kernels/int4_matmul.py --results "$R" ;;
+        probe) step 240 python3 benchmarks/decode_probe.py --json "$W/probe.json" ;;
+        e2e) step ${E2E_LIMIT:-300} python3 -m sparsebench.benchgpu --models shape:llama-3.1-8b \
+                 --methods ${E2E_METHODS:-dense rtn teal magnitude wanda} --kernel fast \
+                 --decode-path "${E2E_PATH:-graph}" \
+                 --prefill-lengths 512 2048 --decode-context 512 --results "$R" --profile "$PROFILE" ;;
+        *) echo "unknown step $s" | tee -a "$LOG" ;;
+    esac
+done
+tar czf "$OUTDIR/session.tgz" -C "$W" .
+tail -c 6000 "$LOG"
