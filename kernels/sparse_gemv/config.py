@@ -15,6 +15,11 @@ A ``GemvConfig`` names a kernel variant and its tiles:
   to finish adds them, counted by an integer atomic: one launch, deterministic order) or
   ``launch`` (a second small kernel).
 * ``dot``: one activation row on tensor cores (rows padded to 16); more rows always are.
+* ``pre``: (compact kind) pack the live inputs of each K split once, in a small kernel
+  launched first, into one list that every column tile of the split reads, instead of each
+  program packing its own copy before it starts streaming (one launch more, less latency
+  at the start of each program). With one 2-byte row the list entries carry x's bits beside
+  the index either way, so the gather loop needs no dependent x load.
 * ``xp``: (mask kind, one bf16/fp16 row, even K) read x as 32-bit pairs, which the software
   pipeline can fetch ahead asynchronously; 2-byte loads stall each block until x arrives.
 
@@ -35,7 +40,8 @@ SHAPE_CLASSES = ("narrow", "square", "wide", "deep")
 ENV = "SPARSEBENCH_GEMV_CONFIG"
 # spec key -> field name
 _KEYS = {"kind": "kind", "bn": "block_n", "bk": "block_k", "w": "num_warps", "s": "num_stages",
-         "p": "programs", "r": "reduce", "dot": "dot", "xp": "pairs", "mk": "min_k_blocks"}
+         "p": "programs", "r": "reduce", "dot": "dot", "xp": "pairs", "mk": "min_k_blocks",
+         "pre": "prepass"}
 REDUCE_NONE, REDUCE_LAUNCH, REDUCE_FUSED = 0, 1, 2
 
 
@@ -65,6 +71,7 @@ class GemvConfig:
     dot: bool = False
     pairs: bool = True
     min_k_blocks: int = 2  # a split walks at least this many blocks of inputs
+    prepass: bool = False  # compact kind: one small launch packs each split's list for all tiles
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -81,7 +88,8 @@ class GemvConfig:
         """The spec string that ``parse`` reads back (what the benchmark prints)."""
         return (f"kind={self.kind},bn={self.block_n},bk={self.block_k},w={self.num_warps},"
                 f"s={self.num_stages},p={self.programs},r={self.reduce},dot={int(self.dot)},"
-                f"xp={int(self.pairs)}" + (f",mk={self.min_k_blocks}" if self.min_k_blocks != 2 else ""))
+                f"xp={int(self.pairs)}" + (f",mk={self.min_k_blocks}" if self.min_k_blocks != 2 else "")
+                + (",pre=1" if self.prepass else ""))
 
     @classmethod
     def parse(cls, spec: str) -> GemvConfig:
@@ -92,7 +100,7 @@ class GemvConfig:
                 key, val = (s.strip() for s in part.split("="))
                 name = _KEYS[key]
                 values[name] = val if name in ("kind", "reduce") else (
-                    bool(int(val)) if name in ("dot", "pairs") else int(val))
+                    bool(int(val)) if name in ("dot", "pairs", "prepass") else int(val))
             return cls(**values)  # type: ignore[arg-type]
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"{ENV}={spec!r}: expected e.g. '{cls().label()}' ({exc})") from None
@@ -104,12 +112,14 @@ class GemvConfig:
         return cls.parse(spec) if spec and ":" not in spec else None
 
 
-# Chosen without a GPU; the kernel benchmark prints a replacement table after its sweep.
+# From the H200 sweep of 2026-12-01 (50% sparsity; results/kernels/20261201T095824-*): mask with
+# narrow tiles for the small layers, live-row compaction for the large ones (whose lists now
+# carry x's bits beside the index, which that sweep did not have yet).
 DEFAULTS: dict[str, GemvConfig] = {
-    "narrow": GemvConfig(block_n=128, block_k=32, num_warps=4, num_stages=3),  # k/v 4096->1024
-    "square": GemvConfig(block_n=256, block_k=32, num_warps=4, num_stages=3),  # q/o 4096->4096
-    "wide": GemvConfig(block_n=256, block_k=32, num_warps=4, num_stages=3),    # gate/up 4096->14336
-    "deep": GemvConfig(block_n=256, block_k=32, num_warps=4, num_stages=3),    # down 14336->4096
+    "narrow": GemvConfig(block_n=64, block_k=64, num_warps=4, num_stages=4),  # k/v 4096->1024
+    "square": GemvConfig(block_n=64, block_k=64, num_warps=4, num_stages=4),  # q/o 4096->4096
+    "wide": GemvConfig(kind="compact", block_n=128, block_k=32, num_warps=4, num_stages=3),  # gate/up
+    "deep": GemvConfig(kind="compact", block_n=128, block_k=32, num_warps=4, num_stages=3),  # down
 }
 
 
@@ -170,6 +180,8 @@ class Plan:
     use_dot: bool
     fold: int  # FMA path: accumulator rows (the threads one column is spread over)
     pairs: bool  # mask kind, one 2-byte row: x read as 32-bit pairs (pipelined like the weights)
+    pack: bool  # compact kind, one 2-byte row, K <= 65536: list entries carry index and x bits
+    prepass: bool  # compact kind: a separate launch packs one list per split (GemvConfig.prepass)
     config: GemvConfig
 
     @property
@@ -206,7 +218,9 @@ def plan(m: int, n: int, k: int, sm_count: int, cfg: GemvConfig, elem_bytes: int
     return Plan(block_m=16 if use_dot else 1, rows=rows, block_n=block_n, block_k=block_k,
                 k_per_split=k_per_split, splits=splits, n_tiles=n_tiles, reduce=reduce,
                 reduce_rows=max(1, min(64, 8192 // block_n)), chunk=max(64, 1024 // rows),
-                use_dot=use_dot, fold=fold, pairs=pairs, config=cfg)
+                use_dot=use_dot, fold=fold, pairs=pairs,
+                pack=cfg.kind == "compact" and m == 1 and elem_bytes == 2 and k <= 65536,
+                prepass=cfg.kind == "compact" and cfg.prepass, config=cfg)
 
 
 def with_programs(cfg: GemvConfig, programs: int) -> GemvConfig:

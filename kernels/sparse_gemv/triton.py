@@ -220,9 +220,12 @@ def _gemv_mask_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_ptr, 
 
 @triton.jit
 def _compact_live(x_ptr, t_ptr, t_scalar, list_ptr, k_lo, k_hi, M, stride_xm,
-                  PER_CHANNEL: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr):
-    """Write the indices of inputs in [k_lo, k_hi) that live in some row to list_ptr, in order;
-    return how many."""
+                  PER_CHANNEL: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr,
+                  PACK: tl.constexpr, X_BF16: tl.constexpr):
+    """Write the inputs in [k_lo, k_hi) that live in some row to list_ptr, in order; return how
+    many. PACK (one 2-byte row, K <= 65536): each entry is one int32, the index in the low
+    half and x's 16 bits in the high half, so the gather loop reads index and value with one
+    4-byte (asynchronous, pipelined) load instead of a dependent 2-byte x gather per block."""
     count = k_lo * 0  # an int32 scalar
     offs_r = tl.arange(0, ROWS)
     r_ok = offs_r < M
@@ -234,7 +237,8 @@ def _compact_live(x_ptr, t_ptr, t_scalar, list_ptr, k_lo, k_hi, M, stride_xm,
         else:
             t = t_scalar
         if ROWS == 1:
-            x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+            xr = tl.load(x_ptr + offs, mask=ok, other=0.0)
+            x = xr.to(tl.float32)
             live = (tl.abs(x) > t) & ok
         else:
             x = tl.load(x_ptr + offs_r[:, None] * stride_xm + offs[None, :],
@@ -246,39 +250,79 @@ def _compact_live(x_ptr, t_ptr, t_scalar, list_ptr, k_lo, k_hi, M, stride_xm,
             live = (tl.max((keep & r_ok[:, None]).to(tl.int32), axis=0) > 0) & ok
         one = live.to(tl.int32)
         pos = count + tl.cumsum(one, axis=0) - one
-        tl.store(list_ptr + pos, offs, mask=live)
+        if PACK:
+            if X_BF16:  # bf16 -> fp32 is exact, its low 16 bits are zero
+                entry = x.to(tl.int32, bitcast=True) | offs
+            else:
+                entry = (xr.to(tl.int16, bitcast=True).to(tl.int32) << 16) | offs
+            tl.store(list_ptr + pos, entry, mask=live)
+        else:
+            tl.store(list_ptr + pos, offs, mask=live)
         count += tl.sum(one, axis=0)
     return count
 
 
+@triton.jit(do_not_specialize=["k_per_split"])
+def _compact_pass_kernel(x_ptr, t_ptr, t_scalar, list_ptr, count_ptr, M, K, k_per_split, stride_xm,
+                         PER_CHANNEL: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr,
+                         PACK: tl.constexpr, X_BF16: tl.constexpr):
+    """``pre=1``: one program per K split packs the split's live inputs once, for every column
+    tile of that split to reuse (instead of each program packing its own copy)."""
+    pid_k = tl.program_id(0)
+    k_lo = pid_k * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    count = _compact_live(x_ptr, t_ptr, t_scalar, list_ptr + pid_k.to(tl.int64) * k_per_split, k_lo, k_hi,
+                          M, stride_xm, PER_CHANNEL, ROWS, CHUNK, PACK, X_BF16)
+    tl.store(count_ptr + pid_k, count)
+
+
 @triton.jit(do_not_specialize=["k_per_split", "splits"])
 def _gemv_compact_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_ptr, cnt_ptr, list_ptr,
-                         M, N, K, k_per_split, splits, stride_xm, stride_wk,
+                         count_ptr, M, N, K, k_per_split, splits, stride_xm, stride_wk,
                          PER_CHANNEL: tl.constexpr, HAS_BIAS: tl.constexpr, REDUCE: tl.constexpr,
                          RS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, USE_DOT: tl.constexpr,
                          FOLD: tl.constexpr, DOT_F32: tl.constexpr, ROWS: tl.constexpr,
-                         CHUNK: tl.constexpr):
-    """One (column tile, K split): pack the split's live inputs, then gather only their rows."""
+                         CHUNK: tl.constexpr, PACK: tl.constexpr, X_BF16: tl.constexpr,
+                         PRE: tl.constexpr):
+    """One (column tile, K split): pack the split's live inputs (or read the list the pre-pass
+    packed), then gather only their rows."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     offs_m = tl.arange(0, BLOCK_M)
     m_ok = offs_m < M
-    k_lo = pid_k * k_per_split
-    k_hi = tl.minimum(k_lo + k_per_split, K)
-    # one list per program (programs of other column tiles compute the same one: no waiting)
-    base = list_ptr + (pid_k * tl.num_programs(0) + pid_n).to(tl.int64) * k_per_split
-    count = _compact_live(x_ptr, t_ptr, t_scalar, base, k_lo, k_hi, M, stride_xm, PER_CHANNEL, ROWS, CHUNK)
-    tl.debug_barrier()  # the whole list is written before any thread reads it
+    if PRE:
+        base = list_ptr + pid_k.to(tl.int64) * k_per_split
+        count = tl.load(count_ptr + pid_k)
+    else:
+        k_lo = pid_k * k_per_split
+        k_hi = tl.minimum(k_lo + k_per_split, K)
+        # one list per program (programs of other column tiles compute the same one: no waiting)
+        base = list_ptr + (pid_k * tl.num_programs(0) + pid_n).to(tl.int64) * k_per_split
+        count = _compact_live(x_ptr, t_ptr, t_scalar, base, k_lo, k_hi, M, stride_xm, PER_CHANNEL, ROWS, CHUNK,
+                              PACK, X_BF16)
+        tl.debug_barrier()  # the whole list is written before any thread reads it
     acc = _acc_init(BLOCK_M, BLOCK_N, FOLD, USE_DOT)
     for j0 in tl.range(0, count, BLOCK_K, num_stages=NUM_STAGES):
         slot = j0 + tl.arange(0, BLOCK_K)
         s_ok = slot < count
-        idx = tl.load(base + slot, mask=s_ok, other=0, cache_modifier=".cg")
-        xk, live = _keep_block(x_ptr, t_ptr, t_scalar, offs_m, m_ok, idx, s_ok, stride_xm,
-                               PER_CHANNEL, BLOCK_M)
+        entry = tl.load(base + slot, mask=s_ok, other=0, cache_modifier=".cg")
+        if PACK:
+            idx = entry & 0xFFFF
+            if X_BF16:
+                xv = (entry & -65536).to(tl.float32, bitcast=True)
+            else:
+                xv = (entry >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            if USE_DOT:  # one row (PACK needs ROWS == 1): row 0 of the padded tile
+                xk = tl.where((offs_m == 0)[:, None], xv[None, :], 0.0)
+            else:
+                xk = xv
+        else:
+            idx = entry
+            xk, live = _keep_block(x_ptr, t_ptr, t_scalar, offs_m, m_ok, idx, s_ok, stride_xm,
+                                   PER_CHANNEL, BLOCK_M)
         # every listed input lives: the row mask is the slot mask, independent of the x load
         w = tl.load(w_ptr + idx[:, None] * stride_wk + offs_n[None, :],
                     mask=s_ok[:, None] & n_ok[None, :], other=0.0)
@@ -386,8 +430,15 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
     args = (x2, w_t, t_vec, t_scalar, b, out, part, cnt)
     dims = (m, n, k, p.k_per_split, p.splits, x2.stride(0), w_t.stride(0))
     if cfg.kind == "compact":
-        lists = _workspace((p.n_tiles * p.splits * p.k_per_split,), torch.int32, x.device)
-        _gemv_compact_kernel[p.grid](*args, lists, *dims, ROWS=p.rows, CHUNK=p.chunk, **common)
+        pack = dict(ROWS=p.rows, CHUNK=p.chunk, PACK=p.pack, X_BF16=x.dtype == torch.bfloat16)
+        if p.prepass:
+            lists = _workspace((p.splits * p.k_per_split + p.splits,), torch.int32, x.device)
+            counts = lists[p.splits * p.k_per_split:]
+            _compact_pass_kernel[(p.splits,)](x2, t_vec, t_scalar, lists, counts, m, k, p.k_per_split,
+                                              x2.stride(0), PER_CHANNEL=per_channel, num_warps=4, **pack)
+        else:
+            lists = counts = _workspace((p.n_tiles * p.splits * p.k_per_split,), torch.int32, x.device)
+        _gemv_compact_kernel[p.grid](*args, lists, counts, *dims, PRE=p.prepass, **pack, **common)
     else:
         _gemv_mask_kernel[p.grid](*args, *dims, PAIRS=p.pairs, X_BF16=x.dtype == torch.bfloat16, **common)
     if p.reduce == REDUCE_LAUNCH:

@@ -34,6 +34,7 @@ def _variants():
         "compact": GemvConfig(kind="compact", **small),
         "compact_dot": GemvConfig(kind="compact", dot=True, **small),
         "compact_launch": GemvConfig(kind="compact", reduce="launch", **small),
+        "compact_pre": GemvConfig(kind="compact", prepass=True, **small),
     }
 
 
@@ -205,7 +206,7 @@ def test_unaligned_x_skips_the_pair_loads():
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs a CUDA device")
 @pytest.mark.gpu
-@pytest.mark.parametrize("variant", ["mask", "compact", "mask_launch"])
+@pytest.mark.parametrize("variant", ["mask", "compact", "mask_launch", "compact_pre"])
 def test_cuda_graph_replay_matches_eager(variant):
     """No host synchronisation: the call captures in a CUDA graph and replays correctly."""
     from sparsebench.kernels.sparse_gemv.triton import sparse_gemv_triton
