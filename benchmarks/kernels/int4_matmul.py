@@ -7,7 +7,8 @@ Llama-3-8B projection shapes, M (tokens) 1 .. 4096, group size 128. Every implem
 first checked against ``kernels/int4_matmul/ref.py`` on the GPU with the shared tolerance
 table; one that fails is reported and not timed, and if ours fails nothing is recorded.
 Our first call per (shape, M bucket) times the candidate plans (gemv / mma / fold / dequant
-+ cuBLAS, a few tile and split-K choices each) on cold L2 and keeps the fastest: that is
++ cuBLAS, a few tile and split-K choices each) as this benchmark does (back-to-back calls
+over weight copies past the L2, in a CUDA graph, median) and keeps the fastest: that is
 ``triton_int4``. The fastest plan of every other variant is timed beside it as
 ``triton_int4[<variant>]``, each checked against ``ref`` first, so the record shows what
 each route reaches. Timing: ``sparsebench.measure.kernelbench.time_calls`` (distinct

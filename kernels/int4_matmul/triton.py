@@ -8,8 +8,10 @@ A ``Plan`` names a variant and its tiles:
 * ``fold``: per-weight dequantization in registers then tensor cores (prefill, small groups);
 * ``dequant``: dequantize the whole weight to the activation dtype, then cuBLAS.
 
-On a GPU the first call for a (shape, M bucket, dtype) times the candidate plans on cold
-L2 (after checking each against ``ref``) and keeps the fastest; under CUDA-graph capture,
+On a GPU the first call for a (shape, M bucket, dtype) times the candidate plans (after
+checking each against ``ref``) the way a decode step runs them: back-to-back calls over a
+few weight copies (together past the L2), captured in one CUDA graph, median of a few
+replays; it keeps the fastest; under CUDA-graph capture,
 on CPU (the interpreter) or with ``SPARSEBENCH_INT4_TUNE=0`` a fixed default plan runs.
 ``chosen()`` reports what was picked and the timings behind it.
 """
@@ -46,7 +48,7 @@ class Plan:
 
     def label(self) -> str:
         if self.variant == "dequant":
-            return f"dequant[bn{self.bn} bk{self.bk} chunks{self.split}]+cublas"
+            return f"dequant[bn{self.bn} bk{self.bk} w{self.warps} chunks{self.split}]+cublas"
         tile = f"bn{self.bn}" + (f" bm{self.bm}" if self.variant != "gemv" else "")
         extra = "" if self.variant != "fold" else (" swap" if self.swap else " noswap")
         return f"{self.variant}[{tile} bk{self.bk} split{self.split} w{self.warps} s{self.stages}{extra}]"
@@ -98,20 +100,29 @@ def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int)
 
     bk_pairs = _bk(group, (128, 64))
     bk_fold = _bk(group, (64, 32))
+    bk_deq = _bk(group, (128, 64, 32))
     if m <= 64:
         stages = 4 if bm == 16 else 3
-        for bn in ((256, 128, 64) if bm == 16 else (64,)) if bk_pairs else ():  # 2 x 64 rows at bm 64 spill
-            out += with_splits(Plan("mma", bn=bn, bm=bm, bk=bk_pairs, warps=4, stages=stages))
+        bns = ((256, 128) if m == 1 else (256, 128, 64)) if bm == 16 else (64,)  # 2 x 64 rows at bm 64 spill
+        for bn in bns if bk_pairs else ():
+            out += with_splits(Plan("mma", bn=bn, bm=bm, bk=bk_pairs, warps=4, stages=stages), 2 if m == 1 else 3)
         out += with_splits(Plan("fold", bn=64, bm=bm, bk=bk_fold, warps=4, stages=stages), 1)
-    if m == 1:
-        out += with_splits(Plan("gemv", bn=256, bk=_bk(group, (128, 64, 32)), warps=4, stages=3), 2)
-    if m > 64:  # weight tile dequantized once per 128 or 256 tokens; W as the right or left operand
+    if m == 1:  # CUDA cores: the tile, warps and split that keep the most bytes in flight
+        bk = _bk(group, (128, 64, 32))
+        out += with_splits(Plan("gemv", bn=256, bk=bk, warps=4, stages=3), 3)
+        out += with_splits(Plan("gemv", bn=128, bk=bk, warps=4, stages=4), 2)
+        out += with_splits(Plan("gemv", bn=256, bk=bk, warps=8, stages=3), 1)
+    if 64 < m < 1024:  # weight tile dequantized once per 128 or 256 tokens; W as the right or left operand
         out += [Plan("fold", bn=128, bm=128, bk=bk_fold, warps=8, stages=3, swap=s) for s in (False, True)]
         if m >= 256:
             out.append(Plan("fold", bn=128, bm=256, bk=bk_fold, warps=8, stages=3, swap=False))
-    if m >= 64 and dtype != torch.float32:
-        for chunks in sorted({1, dequant_chunks(n, k)}):
-            out.append(Plan("dequant", bn=32, bk=_bk(group, (128, 64, 32)), split=chunks))
+    elif m >= 1024:  # compute-bound: cuBLAS on the dequantized weight usually wins; fold as a check
+        out.append(Plan("fold", bn=128, bm=128, bk=bk_fold, warps=8, stages=3, swap=False))
+    if m >= 64 and dtype != torch.float32:  # dequant tiles: more rows per program, more bytes in flight
+        out += [Plan("dequant", bn=bn, bk=bk_deq, warps=w) for bn, w in ((32, 4), (64, 4), (128, 8))]
+        chunks = dequant_chunks(n, k)
+        if chunks > 1:
+            out.append(Plan("dequant", bn=64, bk=bk_deq, warps=4, split=chunks))
     return out
 
 
@@ -228,18 +239,20 @@ def _dequant_matmul(x2: torch.Tensor, q32: torch.Tensor, scales: torch.Tensor, o
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
         w = buf[: r1 - r0]
-        _dequant_words(q32[r0:r1], scales[r0:r1], offsets[r0:r1], group, kp, x2.dtype, plan.bn, plan.bk, out=w)
+        _dequant_words(q32[r0:r1], scales[r0:r1], offsets[r0:r1], group, kp, x2.dtype, plan.bn, plan.bk, out=w,
+                       warps=plan.warps)
         torch.mm(x2, w.t(), out=y[:, r0:r1])
     return y
 
 
 def _dequant_words(q32: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, group: int, kp: int,
-                   dtype: torch.dtype, bn: int, bk: int, out: torch.Tensor | None = None) -> torch.Tensor:
+                   dtype: torch.dtype, bn: int, bk: int, out: torch.Tensor | None = None,
+                   warps: int = 4) -> torch.Tensor:
     n = q32.shape[0]
     w = _alloc((n, kp), q32.device, dtype) if out is None else out
     _dequant[(triton.cdiv(n, bn), triton.cdiv(kp, bk))](
         q32, scales, offsets, w, n, kp, group, q32.stride(0), scales.stride(0), w.stride(0), F32_MAGIC,
-        BN=bn, BK=bk, EVEN_K=kp % bk == 0, num_warps=4)
+        BN=bn, BK=bk, EVEN_K=kp % bk == 0, num_warps=warps)
     return w
 
 
@@ -256,21 +269,53 @@ def dequantize(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tenso
 # ---- choosing a plan by timing -------------------------------------------------------------
 
 _chosen: dict[tuple, dict] = {}
-FLUSH_BYTES = 128 << 20  # well past a 50 MB L2
+TUNE_BYTES = 96 << 20  # weight bytes one timed replay streams: past the L2, like a decode step
+TUNE_COPIES = (2, 16)  # fewest / most weight copies per replay
 
 
-def _cold_time_ms(fn, flush: torch.Tensor, reps: int = 10) -> float:
-    """Median time of ``fn`` with the L2 flushed before each call (weights come from HBM)."""
-    fn()
+def _weight_copies(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor) -> list[tuple]:
+    """The weight plus enough clones that one replay over them reads about TUNE_BYTES
+    (each call then finds its weight in HBM, not L2, as layer after layer does in decode)."""
+    per = qweight.numel() * qweight.element_size() + 2 * scales.numel() * scales.element_size()
+    n = max(TUNE_COPIES[0], min(TUNE_COPIES[1], -(-TUNE_BYTES // max(per, 1))))
+    return [(qweight, scales, offsets)] + [(qweight.clone(), scales.clone(), offsets.clone()) for _ in range(n - 1)]
+
+
+def _steady_time_ms(fns: list, reps: int = 5) -> float:
+    """Median ms per call of ``fns`` run back to back, as the benchmark and a decode step see
+    them: captured once in a CUDA graph (no launch gaps) and replayed ``reps`` times; eager
+    back-to-back calls if capture fails. Never called under an outer capture."""
+    for f in fns:  # compiles, allocates the lock buffer, warms the caches of the launcher
+        f()
+    torch.cuda.synchronize()
+    run_all = None
+    try:
+        graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for f in fns:
+                f()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.graph(graph):
+            for f in fns:
+                f()
+        run_all = graph.replay
+    except Exception:  # capture is an optimisation of the measurement, not a requirement
+        torch.cuda.synchronize()
+
+        def run_all() -> None:
+            for f in fns:
+                f()
+    run_all()
     times = []
     for _ in range(reps):
-        flush.zero_()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        run_all()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(start.elapsed_time(end) / len(fns))
     return sorted(times)[len(times) // 2]
 
 
@@ -288,13 +333,13 @@ def _tune(key: tuple, x2, qweight, scales, offsets, group: int) -> Plan:
     rejected: dict[str, str] = {}
     plans: dict[str, Plan] = {}
     best: tuple[float, Plan] | None = None
-    flush = torch.empty(FLUSH_BYTES, dtype=torch.int8, device=x2.device)
+    copies = _weight_copies(qweight, scales, offsets)
     for plan in candidates(m, n, k, group, x2.dtype, _sms(x2.device)):
         try:
             if not _close(run(plan, x2, qweight, scales, offsets, group), want):
                 rejected[plan.label()] = "does not match ref"
                 continue
-            ms = _cold_time_ms(lambda p=plan: run(p, x2, qweight, scales, offsets, group), flush)
+            ms = _steady_time_ms([lambda p=plan, c=c: run(p, x2, c[0], c[1], c[2], group) for c in copies])
         except Exception as exc:  # a config that fails to compile or launch is skipped, not fatal
             rejected[plan.label()] = f"{type(exc).__name__}: {str(exc)[:200]}"
             continue

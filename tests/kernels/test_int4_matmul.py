@@ -164,7 +164,7 @@ def test_the_tuner_skips_broken_plans_and_keeps_the_fastest(fast, monkeypatch):
     plans = _plans(fast, 64)
     slow, quick, broken = plans["mma"], plans["gemv"], fast.Plan("mma", bn=48)
     monkeypatch.setattr(fast, "candidates", lambda *a: [slow, broken, quick])
-    monkeypatch.setattr(fast, "_cold_time_ms", lambda fn, flush: 2.0 if fn.__defaults__[0] is slow else 1.0)
+    monkeypatch.setattr(fast, "_steady_time_ms", lambda fns: 2.0 if fns[0].__defaults__[0] is slow else 1.0)
     key = ("test", 37, 256)
     try:
         assert fast._tune(key, x, packed, scales, offsets, 64) == quick
