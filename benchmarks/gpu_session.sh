@@ -29,13 +29,13 @@ step() {  # step SECONDS CMD...: run, log, never abort the session
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$LOG"
 for s in "$@"; do
     case "$s" in
-        t:*) step 150 python3 -m pytest -q -p no:cacheprovider "tests/kernels/test_${s#t:}.py" ;;
+        t:*) step ${T_LIMIT:-150} python3 -m pytest -q -p no:cacheprovider "tests/kernels/test_${s#t:}.py" ;;
         tests) for f in tests/kernels/test_*.py; do step 120 python3 -m pytest -q -p no:cacheprovider "$f"; done ;;
         two4) step 150 python3 benchmarks/kernels/semi_structured.py --results "$R" --profile "$PROFILE" \
                   --ms 1 16 256 1024 2048 4096 8192 --shapes q_o gate_up down gate_up_fused ;;
         spmm) step 90 python3 benchmarks/kernels/spmm.py --results "$R" --profile "$PROFILE" ;;
-        gemv) step 180 python3 benchmarks/kernels/sparse_gemv.py --results "$R" ;;
-        int4) step 180 python3 benchmarks/kernels/int4_matmul.py --results "$R" ;;
+        gemv) step ${GEMV_LIMIT:-180} python3 benchmarks/kernels/sparse_gemv.py --results "$R" ;;
+        int4) step ${INT4_LIMIT:-180} python3 benchmarks/kernels/int4_matmul.py --results "$R" ;;
         probe) step 240 python3 benchmarks/decode_probe.py --json "$W/probe.json" ;;
         e2e) step ${E2E_LIMIT:-300} python3 -m sparsebench.benchgpu --models shape:llama-3.1-8b \
                  --methods ${E2E_METHODS:-dense rtn teal magnitude wanda} --kernel fast \
