@@ -112,14 +112,14 @@ class GemvConfig:
         return cls.parse(spec) if spec and ":" not in spec else None
 
 
-# From the H200 sweep of 2026-12-01 (50% sparsity; results/kernels/20261201T095824-*): mask with
-# narrow tiles for the small layers, live-row compaction for the large ones (whose lists now
-# carry x's bits beside the index, which that sweep did not have yet).
+# From the H200 sweeps of 2026-12-01 at 50% sparsity (second one:
+# results/kernels/20261201T102904-*): mask with narrow tiles for the small layers (k/v with
+# 264 programs), live-row compaction with tensor-core accumulation for the large ones.
 DEFAULTS: dict[str, GemvConfig] = {
-    "narrow": GemvConfig(block_n=64, block_k=64, num_warps=4, num_stages=4),  # k/v 4096->1024
+    "narrow": GemvConfig(block_n=64, block_k=64, num_warps=4, num_stages=4, programs=264),  # k/v 4096->1024
     "square": GemvConfig(block_n=64, block_k=64, num_warps=4, num_stages=4),  # q/o 4096->4096
-    "wide": GemvConfig(kind="compact", block_n=128, block_k=32, num_warps=4, num_stages=3),  # gate/up
-    "deep": GemvConfig(kind="compact", block_n=128, block_k=32, num_warps=4, num_stages=3),  # down
+    "wide": GemvConfig(kind="compact", block_n=128, block_k=64, num_warps=4, num_stages=3, dot=True),  # gate/up
+    "deep": GemvConfig(kind="compact", block_n=128, block_k=64, num_warps=4, num_stages=3, dot=True),  # down
 }
 
 
