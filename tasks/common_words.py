@@ -29,9 +29,8 @@ from .longctx import (
     LongContextTask,
     encode,
     filler_budget,
-    length_label,
-    mean_metric,
     recall,
+    recall_by_length,
     run_generation,
     seeded,
 )
@@ -130,8 +129,4 @@ class CommonWords(LongContextTask, Task):
         prompts = build_prompts(ctx.text, ctx.tokenizer, cfg)
         answers = run_generation(self.name, model, ctx, prompts, cfg.batch_size, cfg.max_new_tokens)
         scores = [recall(a, p.common, case_sensitive=False) for a, p in zip(answers, prompts, strict=True)]
-        metrics = {"cwe_recall": mean_metric(scores)}
-        for length in cfg.lengths:
-            metrics[f"cwe_recall_{length_label(length)}"] = mean_metric(
-                [s for s, p in zip(scores, prompts, strict=True) if p.length == length])
-        return metrics
+        return recall_by_length("cwe_recall", scores, prompts, cfg.lengths)

@@ -311,6 +311,16 @@ def accuracy_metric(hits: Sequence[bool]) -> Metric:
     return Metric(value=p, stderr=math.sqrt(p * (1 - p) / n), direction="higher", n=n)
 
 
+def recall_by_length(metric: str, scores: Sequence[float], prompts: Sequence[Any],
+                     lengths: Sequence[int]) -> dict[str, Metric]:
+    """Mean recall over all prompts (``metric``) and per context length (``metric_L<n>``)."""
+    out = {metric: mean_metric(scores)}
+    for length in lengths:
+        out[f"{metric}_{length_label(length)}"] = mean_metric(
+            [s for s, p in zip(scores, prompts, strict=True) if p.length == length])
+    return out
+
+
 def mean_metric(values: Sequence[float]) -> Metric:
     """Mean of per-sample scores in [0, 1] with the standard error of the mean."""
     n = len(values)

@@ -27,9 +27,8 @@ from .longctx import (
     assemble,
     encode,
     filler_budget,
-    length_label,
-    mean_metric,
     recall,
+    recall_by_length,
     run_generation,
     seeded,
     snap,
@@ -120,8 +119,4 @@ class VariableTracking(LongContextTask, Task):
         prompts = build_prompts(Haystack(ctx.text, ctx.tokenizer), ctx.tokenizer, cfg)
         answers = run_generation(self.name, model, ctx, prompts, cfg.batch_size, cfg.max_new_tokens)
         scores = [recall(a, p.expected) for a, p in zip(answers, prompts, strict=True)]
-        metrics = {"vt_recall": mean_metric(scores)}
-        for length in cfg.lengths:
-            metrics[f"vt_recall_{length_label(length)}"] = mean_metric(
-                [s for s, p in zip(scores, prompts, strict=True) if p.length == length])
-        return metrics
+        return recall_by_length("vt_recall", scores, prompts, cfg.lengths)
