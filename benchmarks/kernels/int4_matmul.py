@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -63,17 +61,6 @@ def to_torch_int4pack(q: torch.Tensor, scales: torch.Tensor, offsets: torch.Tens
     zero = offsets.float() + 8 * scales.float()
     sz = torch.stack([scales.float().t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous()
     return packed, sz
-
-
-def cpu_time(calls: list[Callable[[], Any]], reps: int) -> list[float]:
-    """Wall-clock ms per call (the dry run: interpreter timings mean nothing)."""
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter_ns()
-        for c in calls:
-            c()
-        out.append((time.perf_counter_ns() - t0) / 1e6 / len(calls))
-    return out
 
 
 def check_correctness(shapes: dict[str, tuple[int, int]], ms: tuple[int, ...], device: str) -> tuple[dict, bool]:
@@ -120,10 +107,10 @@ def variant_plans(x: torch.Tensor, t: tuple, device: str) -> tuple[fast.Plan, di
 
 
 def time_case(rec, impl: str, params: dict, calls: list, reps: int, device: str, wbytes: float) -> float | None:
-    from sparsebench.measure.kernelbench import summary, time_calls
+    from sparsebench.measure.kernelbench import summary, time_calls_on
 
     try:
-        samples = time_calls(calls, reps=reps) if device == "cuda" else cpu_time(calls, reps)
+        samples = time_calls_on(device, calls, reps)
     except Exception:
         traceback.print_exc()
         return None

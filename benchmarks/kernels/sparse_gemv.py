@@ -33,7 +33,7 @@ import argparse
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -149,23 +149,6 @@ def sweep_for(name: str, default: GemvConfig, sm_count: int, cpu: bool) -> list[
     return out
 
 
-def _timer(device: str) -> Callable[[list[Callable[[], Any]], int], list[float]]:
-    if device == "cuda":
-        from sparsebench.measure.kernelbench import time_calls
-
-        return lambda calls, reps: time_calls(calls, reps=reps)
-
-    def cpu_time(calls: list[Callable[[], Any]], reps: int) -> list[float]:
-        out = []
-        for _ in range(reps):
-            t0 = time.perf_counter_ns()
-            for c in calls:
-                c()
-            out.append((time.perf_counter_ns() - t0) / 1e6 / len(calls))
-        return out
-    return cpu_time
-
-
 def summary_table(rec: Any, shapes: dict[str, tuple[int, int]], defaults: dict[str, GemvConfig]) -> dict[str, Any]:
     """Print per shape the speed-up at 50% of the default and of the best variant (and the GB/s
     of live weight rows it streams); return the best per shape."""
@@ -253,10 +236,10 @@ def _case(impl: str, params: dict[str, Any], samples: list[float], weight_bytes:
 def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvConfig], default: GemvConfig,
                opts: argparse.Namespace, sparsities: tuple[float, ...], reps: int, g: torch.Generator) -> None:
     """cuBLAS and the default at every sparsity, the sweep at 50%, on distinct weight copies."""
-    from sparsebench.measure.kernelbench import copies_for
+    from sparsebench.measure.kernelbench import copies_for, time_calls_on
 
     device, dtype, cpu = opts.device, torch.bfloat16, opts.device == "cpu"
-    time_calls = _timer(device)
+    time_calls = partial(time_calls_on, device)
     wbytes = k * n * 2
     copies = 2 if cpu else copies_for(wbytes)
     ws = [(torch.randn(n, k, generator=g) / k ** 0.5).to(dtype).to(device) for _ in range(copies)]

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from ..tolerances import tolerance
+from ..tuning import back_to_back_ms, median
 from . import ref
 from .tiles import F32_MAGIC, _dequant, _gemv, _mma_fold, _mma_pairs
 
@@ -283,40 +284,8 @@ def _weight_copies(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.T
 
 def _steady_time_ms(fns: list, reps: int = 5) -> float:
     """Median ms per call of ``fns`` run back to back, as the benchmark and a decode step see
-    them: captured once in a CUDA graph (no launch gaps) and replayed ``reps`` times; eager
-    back-to-back calls if capture fails. Never called under an outer capture."""
-    for f in fns:  # compiles, allocates the lock buffer, warms the caches of the launcher
-        f()
-    torch.cuda.synchronize()
-    run_all = None
-    try:
-        graph = torch.cuda.CUDAGraph()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for f in fns:
-                f()
-        torch.cuda.current_stream().wait_stream(side)
-        with torch.cuda.graph(graph):
-            for f in fns:
-                f()
-        run_all = graph.replay
-    except Exception:  # capture is an optimisation of the measurement, not a requirement
-        torch.cuda.synchronize()
-
-        def run_all() -> None:
-            for f in fns:
-                f()
-    run_all()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run_all()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / len(fns))
-    return sorted(times)[len(times) // 2]
+    them (one CUDA graph over weight copies; eager calls if capture fails)."""
+    return back_to_back_ms(fns, replays=reps, statistic=median, eager_fallback=True)
 
 
 def _close(got: torch.Tensor, want: torch.Tensor) -> bool:

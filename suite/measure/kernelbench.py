@@ -63,5 +63,21 @@ def time_calls(calls: Sequence[Callable[[], Any]], reps: int = 30, warmup: int =
     return samples
 
 
+def time_calls_on(device: str, calls: Sequence[Callable[[], Any]], reps: int = 30) -> list[float]:
+    """``time_calls`` on a GPU; on a CPU (the benchmarks' interpreter dry runs, whose timings
+    mean nothing) wall-clock milliseconds per call, each sample one pass over ``calls``."""
+    if device == "cuda":
+        return time_calls(calls, reps=reps)
+    from .timer import CpuTimer
+
+    timer, out = CpuTimer(), []
+    for _ in range(reps):
+        timer.start()
+        for c in calls:
+            c()
+        out.append(timer.stop_ms() / len(calls))
+    return out
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     return {k: v for k, v in summarize(samples).items() if k in ("p50", "p90", "mean", "sem")}
