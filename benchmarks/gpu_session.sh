@@ -16,7 +16,8 @@ LOG="$W/log.txt"
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
-python3 -m pip install -q --no-deps --no-build-isolation --no-index --target /tmp/site . >/dev/null || exit 3
+# --upgrade: on a machine kept warm from an earlier call, replace that call's install
+python3 -m pip install -q --no-deps --no-build-isolation --no-index --upgrade --target /tmp/site . >/dev/null || exit 3
 export PYTHONPATH=/tmp/site
 PROFILE="${PROFILE:-auto}"
 step() {  # step SECONDS CMD...: run, log, never abort the session
