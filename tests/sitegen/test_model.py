@@ -51,3 +51,18 @@ def test_slug_is_safe_and_unique():
     s = M.slug(HOSTILE)
     assert all(c.isalnum() or c in "._-" for c in s)
     assert s != M.slug("<script>alert(2)</script>")
+
+
+def test_leaderboard_columns_leave_the_long_context_cells_to_the_run_page(data):
+    rec = data.rows["20261102T000000Z-wanda-bbbbbb"].rec.model_copy(deep=True)
+    rec.spec["tasks"] = [{"name": "passkey"}, {"name": "vt"}]
+    for key in ("passkey_accuracy", "passkey_accuracy_L4096_D50", "vt_recall", "vt_recall_L1024"):
+        rec.metrics[key] = 0.5
+        rec.metric_info[key] = rec.metric_info["lastword_accuracy"]
+    assert M.accuracy_keys(rec) == ["passkey_accuracy", "vt_recall"]
+
+
+def test_kv_cache_rows_are_placed_by_the_kv_bytes_they_hold(data):
+    rec = data.rows["20261102T000000Z-wanda-bbbbbb"].rec.model_copy(deep=True)
+    rec.metrics["kv_bytes_held_mean"] = 3 * 2**20
+    assert M.make_row(rec, {}).memory == 3 * 2**20
