@@ -1,0 +1,163 @@
+"""The block layout of block-sparse causal attention (pure PyTorch, no triton import).
+
+A sequence of ``L`` tokens is cut into query blocks of ``block_m`` rows and key blocks of
+``block_n`` columns (the last ones may be partial): ``nq = cdiv(L, block_m)``,
+``nk = cdiv(L, block_n)``. A pattern says which (query block, key block) pairs are live,
+per batch element and query head, in one of two forms:
+
+* a boolean ``block_mask [B, Hq, nq, nk]`` (the reference's form);
+* the kernel's lists (CSR style, one row per query block): ``block_index [B, Hq, nq, max_k]``
+  int32, the live key blocks of each query block in ascending order, and
+  ``block_count [B, Hq, nq]`` int32, how many of the row are used. Entries past the count
+  are padding (``-1`` from ``mask_to_index``) and are never read.
+
+Leading dimensions broadcast (``[1, Hq, ...]``: one pattern for every batch element).
+``mask_to_index`` drops key blocks no query of the block can see (causal), so every listed
+block is reachable; the kernel relies on that and on the ascending order. Patterns for tests
+and benchmarks: ``random_block_mask`` (a target density of the causal block pairs, the
+diagonal and the first ``sinks`` key blocks always live) and ``vertical_slash_mask``
+(MInference: the key blocks holding given columns and given diagonals).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def num_blocks(L: int, block_m: int, block_n: int | None = None) -> tuple[int, int]:
+    """(query blocks, key blocks) of a length-``L`` sequence."""
+    return cdiv(L, block_m), cdiv(L, block_n or block_m)
+
+
+def reachable(nq: int, nk: int, block_m: int, block_n: int | None = None,
+              device: torch.device | str | None = None) -> torch.Tensor:
+    """``[nq, nk]`` bool: key block ``kb`` holds a key at or before the last row of query
+    block ``qb`` (``kb * block_n <= (qb + 1) * block_m - 1``), i.e. the causal block pairs."""
+    bn = block_n or block_m
+    qb = torch.arange(nq, device=device)[:, None]
+    kb = torch.arange(nk, device=device)[None, :]
+    return kb * bn <= (qb + 1) * block_m - 1
+
+
+def diagonal(nq: int, nk: int, block_m: int, block_n: int | None = None,
+             device: torch.device | str | None = None) -> torch.Tensor:
+    """``[nq, nk]`` bool: the key blocks that hold some row's own position (the diagonal band;
+    with square blocks exactly ``kb == qb``). Including them gives every row a live key."""
+    bn = block_n or block_m
+    qb = torch.arange(nq, device=device)[:, None]
+    kb = torch.arange(nk, device=device)[None, :]
+    first = (qb * block_m) // bn
+    last = ((qb + 1) * block_m - 1) // bn
+    return (kb >= first) & (kb <= last)
+
+
+def causal_block_mask(L: int, block_m: int, block_n: int | None = None,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """The dense causal pattern ``[1, 1, nq, nk]`` (density 1.0)."""
+    nq, nk = num_blocks(L, block_m, block_n)
+    return reachable(nq, nk, block_m, block_n, device)[None, None]
+
+
+def mask_to_index(block_mask: torch.Tensor, block_m: int | None = None, block_n: int | None = None,
+                  max_count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``block_mask [..., nq, nk]`` -> ``(block_index [..., nq, max_count], block_count [..., nq])``.
+
+    The mask is first ANDed with the causal block pairs (``reachable``; square blocks when
+    the sizes are left out). Indices ascend; padding is ``-1``. ``max_count`` defaults to the
+    longest row (one host synchronisation); pass it (e.g. ``nk``) to avoid that."""
+    nq, nk = block_mask.shape[-2:]
+    bm = block_m or 1
+    bn = block_n or bm
+    live = block_mask.bool() & reachable(nq, nk, bm, bn, block_mask.device)
+    count = live.sum(-1, dtype=torch.int32)
+    if max_count is None:
+        max_count = int(count.max()) if count.numel() else 0
+    max_count = max(1, min(int(max_count), nk))
+    cols = torch.arange(nk, device=block_mask.device, dtype=torch.int32)
+    key = torch.where(live, cols, cols + nk)  # live ones first, in ascending order
+    order = key.sort(dim=-1).values[..., :max_count]
+    index = torch.where(order < nk, order, torch.full_like(order, -1))
+    return index.contiguous(), count.contiguous()
+
+
+def index_to_mask(block_index: torch.Tensor, block_count: torch.Tensor, nk: int) -> torch.Tensor:
+    """The boolean mask ``[..., nq, nk]`` of the first ``block_count`` entries of each row."""
+    valid = torch.arange(block_index.shape[-1], device=block_index.device) < block_count[..., None].long()
+    idx = block_index.long()
+    valid &= (idx >= 0) & (idx < nk)
+    idx = torch.where(valid, idx, torch.full_like(idx, nk))
+    out = torch.zeros((*idx.shape[:-1], nk + 1), dtype=torch.bool, device=idx.device)
+    out.scatter_(-1, idx, True)
+    return out[..., :nk]
+
+
+def causal_pairs(L: int, block_m: int, block_n: int | None = None) -> list[int]:
+    """Per query block, how many key blocks are causally reachable from its last valid row."""
+    bn = block_n or block_m
+    nq = cdiv(L, block_m)
+    return [(min((qb + 1) * block_m, L) - 1) // bn + 1 for qb in range(nq)]
+
+
+def density(block_count: torch.Tensor, L: int, block_m: int, block_n: int | None = None) -> float:
+    """Fraction of the causal (query block, key block) pairs that are computed:
+    ``sum(block_count) / (heads x sum over query blocks of the reachable key blocks)``."""
+    pairs = causal_pairs(L, block_m, block_n)
+    rows = block_count.numel() // max(1, block_count.shape[-1])
+    total = rows * sum(pairs)
+    return float(block_count.sum()) / total if total else 0.0
+
+
+def random_block_mask(B: int, H: int, L: int, block_m: int, block_n: int | None = None, *,
+                      density: float = 0.1, sinks: int = 1, seed: int = 0,
+                      device: torch.device | str | None = None) -> torch.Tensor:
+    """``[B, H, nq, nk]`` bool: per (batch, head) a random pattern holding the fraction
+    ``density`` of the causal block pairs (at least the forced ones): the diagonal band
+    and the first ``sinks`` key blocks are always live, the rest drawn uniformly among the
+    other causal pairs. Deterministic for a ``seed`` (drawn on the CPU)."""
+    bn = block_n or block_m
+    nq, nk = num_blocks(L, block_m, bn)
+    causal = reachable(nq, nk, block_m, bn)
+    forced = (diagonal(nq, nk, block_m, bn) | (torch.arange(nk)[None, :] < sinks)) & causal
+    total = int(causal.sum())
+    want = min(total, max(int(forced.sum()), round(density * total)))
+    g = torch.Generator().manual_seed(seed)
+    score = torch.rand((B, H, nq, nk), generator=g)
+    score = torch.where(forced, torch.full_like(score, -1.0), score)  # always taken
+    score = torch.where(causal, score, torch.full_like(score, 2.0))  # never taken
+    flat = score.reshape(B, H, nq * nk)
+    picked = flat.topk(want, dim=-1, largest=False).indices
+    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(-1, picked, True)
+    return mask.reshape(B, H, nq, nk).to(device)
+
+
+def vertical_slash_mask(L: int, block_m: int, block_n: int | None, vertical: torch.Tensor,
+                        slash: torch.Tensor) -> torch.Tensor:
+    """MInference's vertical-slash pattern at block granularity: ``vertical [..., nv]`` key
+    positions (columns every query sees), ``slash [..., ns]`` offsets ``i - j >= 0`` (diagonals).
+    Returns ``[..., nq, nk]`` bool with every key block that holds a vertical column or a
+    slash token of the query block (a superset of the token pattern), ANDed with causal,
+    plus the diagonal band (offset 0) so that no row is empty."""
+    bn = block_n or block_m
+    nq, nk = num_blocks(L, block_m, bn)
+    dev = vertical.device
+    lead = vertical.shape[:-1]
+    out = torch.zeros((*lead, nq, nk + 1), dtype=torch.bool, device=dev)
+    vb = (vertical.long().clamp(0, L - 1) // bn)[..., None, :].expand(*lead, nq, vertical.shape[-1])
+    out.scatter_(-1, vb, True)
+    # a slash at offset o touches keys [qb*bm - o, (qb+1)*bm - 1 - o] of query block qb
+    qb = torch.arange(nq, device=dev)
+    o = slash.long().clamp(0, L - 1)[..., None, :]  # [..., 1, ns]
+    lo = (qb[:, None] * block_m - o)  # [..., nq, ns]
+    hi = ((qb[:, None] + 1) * block_m - 1 - o)
+    span = cdiv(block_m, bn) + 1
+    for t in range(span):
+        kb = torch.div(lo, bn, rounding_mode="floor") + t
+        ok = (kb * bn <= hi) & (hi >= 0)
+        kb = torch.where(ok & (kb >= 0), kb, torch.full_like(kb, nk)).clamp(max=nk)
+        out.scatter_(-1, kb, True)
+    mask = out[..., :nk]
+    return (mask | diagonal(nq, nk, block_m, bn, dev)) & reachable(nq, nk, block_m, bn, dev)

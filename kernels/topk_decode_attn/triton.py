@@ -1,0 +1,299 @@
+"""Triton kernels of Quest page scoring and of decode attention over selected KV pages.
+
+``_page_score_kernel``: grid ``(page blocks, B * Hkv)``; a program reads the min/max rows
+of ``BLOCK_P`` pages of one KV head once (through the page table) and scores them for all
+query heads of that KV head (``per="kv"``: their sum). The top-k itself is ``torch.topk``.
+
+``_decode_kernel`` (flash-decoding): grid ``(splits, rows)`` where a row is the query heads
+that share one KV head and one selection row (``per="kv"`` or dense: all ``Hq / Hkv`` heads
+of a group, padded to 16 rows for ``tl.dot``; ``per="head"``: one head). A split walks its
+share of the row's selected pages, ``block_n / page_size`` pages per step, gathering each
+page's contiguous ``[page_size, D]`` K and V tiles through the page table; tokens past the
+sequence length (the last page's tail) or of ``-1`` entries are masked on load and in the
+scores. Online softmax in fp32 (exp2); the running max starts finite, so an empty split
+leaves (m, l, acc) = (-1e30, 0, 0). With one split the program writes the output; else each
+writes its partial (unnormalised acc, m, l) and ``_combine_kernel`` merges the splits of a
+row in split order (deterministic). No host synchronisation: capturable in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .config import DecodeConfig, SplitPlan, default_config, plan
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_NEG = tl.constexpr(-1.0e30)
+
+__all__ = ["launch_plan", "page_scores_triton", "topk_decode_attention_triton"]
+
+
+@triton.jit
+def _page_score_kernel(q_ptr, mn_ptr, mx_ptr, pt_ptr, sl_ptr, out_ptr, max_pages, HKV, GROUP,
+                       s_qb, s_qh, s_mp, s_mh, s_mx_p, s_mx_h, s_ptb, s_ob, s_oh,
+                       PAGE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_G: tl.constexpr,
+                       HEAD_D: tl.constexpr, BLOCK_D: tl.constexpr, PER_KV: tl.constexpr):
+    pid_p = tl.program_id(0)
+    pid_r = tl.program_id(1)
+    b = pid_r // HKV
+    hk = pid_r % HKV
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_g = tl.arange(0, BLOCK_G)
+    g_ok = offs_g < GROUP
+    seq_len = tl.load(sl_ptr + b)
+    n_pages = (seq_len + PAGE - 1) // PAGE
+    p_ok = offs_p < n_pages
+    phys = tl.load(pt_ptr + b.to(tl.int64) * s_ptb + offs_p, mask=p_ok, other=0).to(tl.int64)
+    heads = hk * GROUP + offs_g
+    score = tl.zeros([BLOCK_G, BLOCK_P], dtype=tl.float32)
+    for d0 in tl.static_range(0, HEAD_D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        q = tl.load(q_ptr + b.to(tl.int64) * s_qb + heads[:, None] * s_qh + offs_d[None, :],
+                    mask=g_ok[:, None], other=0.0).to(tl.float32)
+        mn = tl.load(mn_ptr + phys[:, None] * s_mp + hk * s_mh + offs_d[None, :], mask=p_ok[:, None],
+                     other=0.0).to(tl.float32)
+        mx = tl.load(mx_ptr + phys[:, None] * s_mx_p + hk * s_mx_h + offs_d[None, :], mask=p_ok[:, None],
+                     other=0.0).to(tl.float32)
+        qe = q[:, None, :]
+        score += tl.sum(tl.maximum(qe * mn[None, :, :], qe * mx[None, :, :]), axis=2)
+    if PER_KV:
+        s = tl.sum(tl.where(g_ok[:, None], score, 0.0), axis=0)
+        s = tl.where(p_ok, s, float("-inf"))
+        s = tl.where(offs_p == n_pages - 1, float("inf"), s)
+        tl.store(out_ptr + b.to(tl.int64) * s_ob + hk * s_oh + offs_p, s, mask=offs_p < max_pages)
+    else:
+        s = tl.where(p_ok[None, :], score, float("-inf"))
+        s = tl.where((offs_p == n_pages - 1)[None, :], float("inf"), s)
+        tl.store(out_ptr + b.to(tl.int64) * s_ob + heads[:, None] * s_oh + offs_p[None, :], s,
+                 mask=g_ok[:, None] & (offs_p < max_pages)[None, :])
+
+
+@triton.jit
+def _decode_kernel(q_ptr, k_ptr, v_ptr, pt_ptr, sl_ptr, sel_ptr, o_ptr, po_ptr, pml_ptr,
+                   qk_scale, HQ, GROUP, ROWS, SEL_DIV, n_entries, per_split, n_splits,
+                   s_qb, s_qh, s_kp, s_kh, s_kt, s_vp, s_vh, s_vt, s_ptb, s_sb, s_sh, s_ob, s_oh,
+                   PAGE: tl.constexpr, PPS: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_D: tl.constexpr,
+                   DENSE: tl.constexpr, SPLIT: tl.constexpr, DOT_F32: tl.constexpr):
+    pid_s = tl.program_id(0)
+    pid_r = tl.program_id(1)
+    rows_per_b = HQ // ROWS
+    b = pid_r // rows_per_b
+    head0 = (pid_r % rows_per_b) * ROWS
+    hk = head0 // GROUP
+    srow = head0 // SEL_DIV
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_d = tl.arange(0, HEAD_D)
+    h_ok = offs_h < ROWS
+    b64 = b.to(tl.int64)
+    q = tl.load(q_ptr + b64 * s_qb + (head0 + offs_h)[:, None] * s_qh + offs_d[None, :], mask=h_ok[:, None], other=0.0)
+    seq_len = tl.load(sl_ptr + b)
+    lo = pid_s * per_split
+    hi = tl.minimum(lo + per_split, n_entries)
+    if DENSE:
+        hi = tl.minimum(hi, (seq_len + PAGE - 1) // PAGE)
+    BLOCK_N: tl.constexpr = PPS * PAGE
+    tok = tl.arange(0, BLOCK_N)
+    tp = tok // PAGE  # page of the step each key slot belongs to
+    slot = tok % PAGE
+    m_i = tl.full([BLOCK_H], _NEG, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, HEAD_D], dtype=tl.float32)
+    for e0 in range(lo, hi, PPS):
+        ent = e0 + tp
+        e_ok = ent < hi
+        if DENSE:
+            j = ent
+        else:
+            j = tl.load(sel_ptr + b64 * s_sb + srow * s_sh + ent, mask=e_ok, other=-1)
+        valid = e_ok & (j >= 0) & (j * PAGE + slot < seq_len)
+        phys = tl.load(pt_ptr + b64 * s_ptb + j, mask=valid, other=0).to(tl.int64)
+        k = tl.load(k_ptr + (phys * s_kp + hk * s_kh + slot * s_kt)[:, None] + offs_d[None, :],
+                    mask=valid[:, None], other=0.0)
+        v = tl.load(v_ptr + (phys * s_vp + hk * s_vh + slot * s_vt)[:, None] + offs_d[None, :],
+                    mask=valid[:, None], other=0.0)
+        if DOT_F32:
+            qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
+        else:
+            qk = tl.dot(q, tl.trans(k))
+        qk = tl.where(valid[None, :], qk * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.math.exp2(qk - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if DOT_F32:
+            acc = tl.dot(p, v.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+    if SPLIT:
+        part = pid_r.to(tl.int64) * n_splits + pid_s
+        tl.store(po_ptr + (part * BLOCK_H + offs_h[:, None]) * HEAD_D + offs_d[None, :], acc)
+        tl.store(pml_ptr + part * 2 * BLOCK_H + offs_h, m_i)
+        tl.store(pml_ptr + part * 2 * BLOCK_H + BLOCK_H + offs_h, l_i)
+    else:
+        out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
+        tl.store(o_ptr + b64 * s_ob + (head0 + offs_h)[:, None] * s_oh + offs_d[None, :],
+                 out.to(o_ptr.dtype.element_ty), mask=h_ok[:, None])
+
+
+@triton.jit
+def _combine_kernel(po_ptr, pml_ptr, o_ptr, HQ, ROWS, n_splits, s_ob, s_oh,
+                    BLOCK_H: tl.constexpr, HEAD_D: tl.constexpr):
+    """Merge one row's split partials in split order: out = sum 2^(m_s - M) acc_s / sum 2^(m_s - M) l_s."""
+    pid_r = tl.program_id(0)
+    rows_per_b = HQ // ROWS
+    b = pid_r // rows_per_b
+    head0 = (pid_r % rows_per_b) * ROWS
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_d = tl.arange(0, HEAD_D)
+    m_tot = tl.full([BLOCK_H], _NEG, dtype=tl.float32)
+    l_tot = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, HEAD_D], dtype=tl.float32)
+    for s in range(0, n_splits):
+        part = pid_r.to(tl.int64) * n_splits + s
+        m_s = tl.load(pml_ptr + part * 2 * BLOCK_H + offs_h)
+        l_s = tl.load(pml_ptr + part * 2 * BLOCK_H + BLOCK_H + offs_h)
+        a_s = tl.load(po_ptr + (part * BLOCK_H + offs_h[:, None]) * HEAD_D + offs_d[None, :])
+        m_new = tl.maximum(m_tot, m_s)
+        w_old = tl.math.exp2(m_tot - m_new)
+        w_new = tl.math.exp2(m_s - m_new)
+        acc = acc * w_old[:, None] + a_s * w_new[:, None]
+        l_tot = l_tot * w_old + l_s * w_new
+        m_tot = m_new
+    out = acc / tl.where(l_tot > 0.0, l_tot, 1.0)[:, None]
+    tl.store(o_ptr + b.to(tl.int64) * s_ob + (head0 + offs_h)[:, None] * s_oh + offs_d[None, :],
+             out.to(o_ptr.dtype.element_ty), mask=(offs_h < ROWS)[:, None])
+
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 2  # interpreter: small grids that still split
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
+def _workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Scratch that every launch fully overwrites before reading (tests poison it)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _pow2(v: int) -> bool:
+    return v > 0 and v & (v - 1) == 0
+
+
+def page_scores_triton(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_table: torch.Tensor,
+                       seq_lens: torch.Tensor, page_size: int, per: str = "head") -> torch.Tensor:
+    """Quest page scores as in ``ref.page_scores_ref`` (fp32 ``[B, Hq or Hkv, max_pages]``)."""
+    B, hq, D = q.shape
+    hkv = kmin.shape[1]
+    if hq % hkv or kmin.shape != kmax.shape or kmin.shape[2] != D or not _pow2(D):
+        raise ValueError(f"q {tuple(q.shape)} and metadata {tuple(kmin.shape)} do not match (pow2 head dim)")
+    if per not in ("head", "kv"):
+        raise ValueError(f"per must be 'head' or 'kv', got {per!r}")
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    kmin = kmin if kmin.stride(-1) == 1 else kmin.contiguous()
+    kmax = kmax if kmax.stride(-1) == 1 else kmax.contiguous()
+    pt = page_table if page_table.dtype == torch.int32 else page_table.to(torch.int32)
+    sl = seq_lens.to(device=q.device, dtype=torch.int32)
+    max_pages = pt.shape[1]
+    g = hq // hkv
+    out = torch.empty((B, hkv if per == "kv" else hq, max_pages), dtype=torch.float32, device=q.device)
+    block_g = max(2, triton.next_power_of_2(g))
+    block_p = 32 if block_g <= 4 else 16
+    block_d = min(D, 32)
+    grid = (triton.cdiv(max_pages, block_p), B * hkv)
+    _page_score_kernel[grid](q, kmin, kmax, pt, sl, out, max_pages, hkv, g,
+                             q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), kmax.stride(0),
+                             kmax.stride(1), pt.stride(0), out.stride(0), out.stride(1),
+                             PAGE=page_size, BLOCK_P=block_p, BLOCK_G=block_g, HEAD_D=D, BLOCK_D=block_d,
+                             PER_KV=per == "kv", num_warps=4)
+    return out
+
+
+def _rows(hq: int, hkv: int, S: int) -> tuple[int, int]:
+    """(query heads per program, heads per selection row) for ``S`` selection rows."""
+    if hq % S:
+        raise ValueError(f"{S} selection rows do not divide {hq} query heads")
+    g, sel_div = hq // hkv, hq // S
+    if g % sel_div and sel_div % g:
+        raise ValueError(f"selection rows of {sel_div} heads do not fit KV groups of {g} heads")
+    return min(g, sel_div), sel_div
+
+
+def launch_plan(q: torch.Tensor, n_entries: int, page_size: int, selection_rows: int, hkv: int,
+                config: DecodeConfig | None = None) -> tuple[SplitPlan, int, int]:
+    """(split plan, heads per program, heads per selection row) that a call would use."""
+    B, hq, _ = q.shape
+    rows, sel_div = _rows(hq, hkv, selection_rows)
+    cfg = config or default_config()
+    return plan(n_entries, B * hq // rows, page_size, _sm_count(q.device), cfg), rows, sel_div
+
+
+def topk_decode_attention_triton(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
+                                 page_table: torch.Tensor, seq_lens: torch.Tensor,
+                                 selected: torch.Tensor | None = None, *, scale: float | None = None,
+                                 out: torch.Tensor | None = None, config: DecodeConfig | None = None) -> torch.Tensor:
+    """``q [B, Hq, D]`` over the selected pages (None: all) -> ``[B, Hq, D]``."""
+    B, hq, D = q.shape
+    P, hkv, ps, Dk = k_pages.shape
+    if v_pages.shape != k_pages.shape or Dk != D or hq % hkv:
+        raise ValueError(f"q {tuple(q.shape)}, k_pages {tuple(k_pages.shape)}, v_pages {tuple(v_pages.shape)} do not match")
+    if not (q.dtype == k_pages.dtype == v_pages.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"q and the pages must share one of fp16/bf16/fp32, got {q.dtype}, {k_pages.dtype}")
+    if not _pow2(D) or D < 16 or not _pow2(ps):
+        raise ValueError(f"head dim (>= 16) and page size must be powers of two, got {D}, {ps}")
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    k_pages = k_pages if k_pages.stride(-1) == 1 else k_pages.contiguous()
+    v_pages = v_pages if v_pages.stride(-1) == 1 else v_pages.contiguous()
+    pt = page_table if page_table.dtype == torch.int32 else page_table.to(torch.int32)
+    sl = seq_lens.to(device=q.device, dtype=torch.int32)
+    dense = selected is None
+    if dense:
+        sel, S, n_entries = pt, 1, pt.shape[1]
+    else:
+        sel = selected if selected.dtype == torch.int32 else selected.to(torch.int32)
+        if sel.dim() != 3 or sel.shape[0] not in (1, B):
+            raise ValueError(f"selected must be [B, S, k], got {tuple(sel.shape)}")
+        S, n_entries = sel.shape[1], sel.shape[2]
+        sel = sel.expand(B, S, n_entries)
+    cfg = config or default_config()
+    cfg_ps = cfg if cfg.block_n >= ps else DecodeConfig(block_n=ps, num_warps=cfg.num_warps,
+                                                        num_stages=cfg.num_stages, programs=cfg.programs,
+                                                        min_steps=cfg.min_steps)
+    p, rows, sel_div = launch_plan(q, n_entries, ps, S, hkv, cfg_ps)
+    n_rows = B * hq // rows
+    block_h = max(16, triton.next_power_of_2(rows))
+    if out is None:
+        out = torch.empty((B, hq, D), dtype=q.dtype, device=q.device)
+    elif out.shape != (B, hq, D) or out.dtype != q.dtype or out.stride(-1) != 1:
+        raise ValueError(f"out must be a [{B}, {hq}, {D}] {q.dtype} tensor with a contiguous last dim")
+    split = p.splits > 1
+    if split:
+        po = _workspace((n_rows * p.splits * block_h * D,), torch.float32, q.device)
+        pml = _workspace((n_rows * p.splits * 2 * block_h,), torch.float32, q.device)
+    else:
+        po = pml = out
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    _decode_kernel[(p.splits, n_rows)](
+        q, k_pages, v_pages, pt, sl, sel, out, po, pml,
+        scale * 1.4426950408889634, hq, hq // hkv, rows, sel_div, n_entries, p.per_split, p.splits,
+        q.stride(0), q.stride(1), k_pages.stride(0), k_pages.stride(1), k_pages.stride(2),
+        v_pages.stride(0), v_pages.stride(1), v_pages.stride(2), pt.stride(0), sel.stride(0), sel.stride(1),
+        out.stride(0), out.stride(1),
+        PAGE=ps, PPS=p.pages_per_step, BLOCK_H=block_h, HEAD_D=D, DENSE=dense, SPLIT=split,
+        DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if split:
+        _combine_kernel[(n_rows,)](po, pml, out, hq, rows, p.splits, out.stride(0), out.stride(1),
+                                   BLOCK_H=block_h, HEAD_D=D, num_warps=4)
+    return out

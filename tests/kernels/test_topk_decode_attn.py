@@ -1,0 +1,272 @@
+"""Decode attention over a paged KV cache with Quest top-k pages: the Triton page scores and
+the split-K decode kernel against their references, the references against plain attention,
+and the paging helpers.
+
+The pages are shuffled, spare pages exist, and every slot that holds no token is NaN, so a
+kernel that reads past a sequence (or a page table entry past its pages) fails; outputs and
+split-K scratch are NaN-filled before each call. On CPU these run under the Triton
+interpreter (``TRITON_INTERPRET=1``) on small shapes; ``gpu``-marked tests run the Llama-3-8B
+decode shape on a CUDA device.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparsebench.kernels.dispatch import interpreting, triton_available
+from sparsebench.kernels.tolerances import assert_close
+from sparsebench.kernels.topk_decode_attn import (
+    DecodeConfig,
+    all_pages,
+    budget_pages,
+    page_metadata,
+    page_scores,
+    page_scores_ref,
+    paged_decode_attention,
+    paged_from_dense,
+    pages_used,
+    select_pages,
+    select_pages_ref,
+    topk_decode_attention,
+    topk_decode_attention_ref,
+)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(
+    not triton_available() or (DEVICE == "cpu" and not interpreting()),
+    reason="needs triton and a GPU, or TRITON_INTERPRET=1 on CPU")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(),
+                                reason="needs a CUDA device")
+
+F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
+NAN = float("nan")
+
+
+def _cache(B, hq, hkv, lens, D, ps, dtype, seed=0):
+    """q [B, Hq, D] and a shuffled NaN-padded paged cache of ``lens`` tokens per sequence."""
+    g = torch.Generator().manual_seed(seed)
+    L = max(lens)
+    k = torch.randn(B, hkv, L, D, generator=g).to(dtype).to(DEVICE)
+    v = torch.randn(B, hkv, L, D, generator=g).to(dtype).to(DEVICE)
+    q = torch.randn(B, hq, D, generator=g).to(dtype).to(DEVICE)
+    sl = torch.tensor(lens, dtype=torch.int32, device=DEVICE)
+    kp, vp, pt, sl = paged_from_dense(k, v, ps, sl, seed=seed, spare_pages=3, fill=NAN)
+    return q, k, v, kp, vp, pt, sl
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Split-K scratch filled with NaN."""
+    from sparsebench.kernels.topk_decode_attn import triton as kt
+
+    monkeypatch.setattr(kt, "_workspace", lambda shape, dtype, device: torch.full(shape, NAN, dtype=dtype, device=device))
+
+
+def _run(q, kp, vp, pt, sl, sel, cfg=None):
+    from sparsebench.kernels.topk_decode_attn.triton import topk_decode_attention_triton
+
+    out = torch.full_like(q, NAN)
+    got = topk_decode_attention_triton(q, kp, vp, pt, sl, sel, out=out, config=cfg)
+    assert got.data_ptr() == out.data_ptr()
+    return got
+
+
+SMALL = DecodeConfig(block_n=16, num_stages=2, programs=32, min_steps=1)  # one page a step (page 16)
+MULTI = DecodeConfig(block_n=32, num_stages=2, min_steps=1)  # two pages a step
+ONE = DecodeConfig(block_n=16, programs=1)  # one split: the kernel writes the output itself
+# (B, Hq, Hkv, seq lens, D, page size, dtype, selection, k, config)
+CASES = [
+    (2, 4, 1, [1, 37], 64, 16, BF16, "head", 2, SMALL),
+    (1, 4, 1, [257], 128, 16, F16, "kv", 5, MULTI),
+    (2, 2, 2, [130, 257], 32, 16, F32, "head", 6, MULTI),
+    (2, 4, 1, [37, 130], 128, 32, BF16, "dense", 0, SMALL),  # block_n < page: one page a step
+    (1, 2, 2, [130], 64, 16, F32, "shared", 9, DecodeConfig(block_n=64, num_stages=3, min_steps=1)),
+    (2, 4, 1, [257, 1], 32, 16, F16, "kv", 4, ONE),
+    (1, 4, 4, [257], 64, 32, BF16, "dense", 0, DecodeConfig()),  # the default config
+]
+
+
+def _case_id(c):
+    B, hq, hkv, lens, D, ps, dt, per, kk, cfg = c
+    return f"B{B}-{hq}:{hkv}-L{'_'.join(map(str, lens))}-D{D}-p{ps}-{str(dt)[6:]}-{per}{kk or ''}-{cfg.label()}"
+
+
+def _selection(per, q, kp, pt, sl, kk, ps):
+    if per == "dense":
+        return None
+    kmin, kmax = page_metadata(kp, pt, sl)
+    sel = select_pages_ref(q, kmin, kmax, pt, sl, kk, ps, "kv" if per == "kv" else "head")
+    return sel[:, :1] if per == "shared" else sel
+
+
+@needs_triton
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_decode_kernel_matches_ref(case, poisoned):
+    from sparsebench.kernels.topk_decode_attn.triton import launch_plan
+
+    B, hq, hkv, lens, D, ps, dtype, per, kk, cfg = case
+    q, _, _, kp, vp, pt, sl = _cache(B, hq, hkv, lens, D, ps, dtype, seed=sum(lens) + D)
+    sel = _selection(per, q, kp, pt, sl, kk, ps)
+    n = pt.shape[1] if sel is None else sel.shape[-1]
+    p, _, _ = launch_plan(q, n, ps, 1 if sel is None else sel.shape[1], hkv, cfg)
+    assert (p.splits == 1) == (cfg == ONE)  # the other cases exercise the split-K merge
+    got = _run(q, kp, vp, pt, sl, sel, cfg)
+    want = topk_decode_attention_ref(q, kp, vp, pt, sl, sel)
+    assert got.dtype == dtype and got.shape == q.shape
+    assert torch.isfinite(got).all()
+    assert_close(got, want)
+
+
+@needs_triton
+def test_padding_entries_are_skipped_and_empty_rows_are_zero(poisoned):
+    q, _, _, kp, vp, pt, sl = _cache(2, 2, 1, [37, 130], 32, 16, F32, seed=3)
+    sel = torch.tensor([[[2, -1, 0, -1]], [[-1, -1, -1, -1]]], dtype=torch.int32, device=DEVICE)
+    got = _run(q, kp, vp, pt, sl, sel, SMALL)
+    want = topk_decode_attention_ref(q, kp, vp, pt, sl, sel)
+    assert_close(got, want)
+    assert not got[1].any()  # nothing selected: zeros
+    only = topk_decode_attention_ref(q, kp, vp, pt, sl, torch.tensor([[[0, 2]], [[0, 1]]], dtype=torch.int32,
+                                                                      device=DEVICE))
+    assert_close(got[0], only[0])
+
+
+@needs_triton
+def test_repeated_calls_are_identical():
+    q, _, _, kp, vp, pt, sl = _cache(1, 4, 1, [257], 64, 16, BF16, seed=4)
+    assert torch.equal(_run(q, kp, vp, pt, sl, None, SMALL), _run(q, kp, vp, pt, sl, None, SMALL))
+
+
+@pytest.mark.parametrize("L,hkv", [(1, 1), (37, 4), (130, 1), (257, 4)])
+def test_dense_ref_is_sdpa_on_the_contiguous_cache(L, hkv):
+    B, hq, D, ps = 2, 4, 32, 16
+    q, k, v, kp, vp, pt, sl = _cache(B, hq, hkv, [L, L], D, ps, F32, seed=L)
+    want = F.scaled_dot_product_attention(q[:, :, None], k.repeat_interleave(hq // hkv, 1),
+                                          v.repeat_interleave(hq // hkv, 1))[:, :, 0]
+    assert_close(topk_decode_attention_ref(q, kp, vp, pt, sl, None), want)
+    assert_close(topk_decode_attention_ref(q, kp, vp, pt, sl, all_pages(pt, sl, ps)), want)
+    assert_close(paged_decode_attention(q, kp, vp, pt, sl, impl="ref"), want)
+
+
+def test_ref_selection_attends_only_the_selected_tokens():
+    B, hq, hkv, D, ps = 1, 2, 1, 8, 4
+    q, k, v, kp, vp, pt, sl = _cache(B, hq, hkv, [10], D, ps, F32, seed=5)
+    sel = torch.tensor([[[0, 2], [1, -1]]], dtype=torch.int32, device=DEVICE)  # head 0: pages 0, 2; head 1: page 1
+    out = topk_decode_attention_ref(q, kp, vp, pt, sl, sel)
+    for h, toks in ((0, [0, 1, 2, 3, 8, 9]), (1, [4, 5, 6, 7])):  # page 2 holds tokens 8, 9 only
+        p = torch.softmax(q[0, h] @ k[0, 0, toks].T / D ** 0.5, -1)
+        assert torch.allclose(out[0, h], p @ v[0, 0, toks], atol=1e-6)
+
+
+@needs_triton
+@pytest.mark.parametrize("per", ["head", "kv"])
+@pytest.mark.parametrize("hq,hkv,lens,D,dtype", [(4, 1, [1, 130], 64, BF16), (2, 2, [257, 37], 32, F32),
+                                                  (8, 2, [77], 128, F16)])
+def test_page_scores_and_selection_match_ref(per, hq, hkv, lens, D, dtype):
+    ps = 16
+    B = len(lens)
+    q, _, _, kp, vp, pt, sl = _cache(B, hq, hkv, lens, D, ps, dtype, seed=D)
+    kmin, kmax = page_metadata(kp, pt, sl)
+    want = page_scores_ref(q, kmin, kmax, pt, sl, ps, per)
+    got = page_scores(q, kmin, kmax, pt, sl, page_size=ps, per=per, impl="triton")
+    for edge in (float("inf"), float("-inf")):  # the last page, pages past the sequence
+        assert torch.equal(got == edge, want == edge)
+    finite = torch.isfinite(want)
+    torch.testing.assert_close(got[finite], want[finite], rtol=1e-5, atol=1e-4)
+    for kk in (1, 3, pt.shape[1] + 2):
+        fast = select_pages(q, kmin, kmax, pt, sl, kk, page_size=ps, per=per, impl="triton")
+        ref = select_pages_ref(q, kmin, kmax, pt, sl, kk, ps, per)
+        assert fast.shape == ref.shape
+        # the same pages up to near-ties at the k-th score
+        kth = want.sort(-1, descending=True).values[..., min(kk, want.shape[-1]) - 1:min(kk, want.shape[-1])]
+        for b in range(B):
+            for r in range(fast.shape[1]):
+                a = {int(x) for x in fast[b, r] if x >= 0}
+                c = {int(x) for x in ref[b, r] if x >= 0}
+                for j in a ^ c:
+                    assert abs(float(want[b, r, j] - kth[b, r, 0])) < 1e-3, (b, r, j)
+                assert len(a) == len(c)
+
+
+def test_selection_rules():
+    """The last page is always kept; -1 pads short sequences; pages ascend; past pages never."""
+    q, _, _, kp, vp, pt, sl = _cache(2, 4, 1, [37, 257], 32, 16, F32, seed=6)
+    kmin, kmax = page_metadata(kp, pt, sl)
+    n = pages_used(sl, 16)
+    sel = select_pages(q, kmin, kmax, pt, sl, 4, page_size=16, impl="ref")
+    assert sel.shape == (2, 4, 4) and sel.dtype == torch.int32
+    assert (sel[0, :, 3] == -1).all() and (sel[0, :, :3] == torch.arange(3, device=DEVICE)).all()
+    assert (sel[1] == n[1] - 1).any(-1).all()
+    assert (sel[1, :, 1:] > sel[1, :, :-1]).all()
+    assert int(sel.max()) < int(n.max())
+    assert budget_pages(1 / 16, 17) == 1 and budget_pages(0.5, 17) == 8 and budget_pages(1.0, 17) == 17
+
+
+def test_page_metadata():
+    ps = 16
+    q, k, _, kp, vp, pt, sl = _cache(2, 2, 2, [37, 130], 32, ps, BF16, seed=7)
+    kmin, kmax = page_metadata(kp, pt, sl)
+    for b, L in enumerate([37, 130]):
+        for j in range(-(-L // ps)):
+            toks = k[b, :, j * ps:min(L, (j + 1) * ps)]  # [Hkv, n, D]
+            p = int(pt[b, j])
+            assert torch.equal(kmin[p], toks.amin(1)) and torch.equal(kmax[p], toks.amax(1))
+    # appending a token to the last page of sequence 0 and updating that page only
+    p = int(pt[0, 37 // ps])
+    kp[p, :, 37 % ps] = 5.0
+    sl2 = sl.clone()
+    sl2[0] += 1
+    page_metadata(kp, pt, sl2, pages=torch.tensor([p]), out=(kmin, kmax))
+    assert (kmax[p] == 5.0).all()
+    assert torch.equal(kmin[p], torch.minimum(k[0, :, 32:37].amin(1), torch.full_like(kmin[p], 5.0)))
+
+
+@needs_triton
+def test_bad_inputs_are_refused():
+    q, _, _, kp, vp, pt, sl = _cache(1, 3, 2, [20], 32, 16, F32)
+    with pytest.raises(ValueError, match="do not match"):
+        topk_decode_attention(q, kp, vp, pt, sl, impl="triton")
+    q, _, _, kp, vp, pt, sl = _cache(1, 4, 2, [20], 32, 16, F32)
+    with pytest.raises(ValueError, match="selection rows"):
+        topk_decode_attention(q, kp, vp, pt, sl, torch.zeros(1, 3, 2, dtype=torch.int32, device=DEVICE), impl="triton")
+    with pytest.raises(ValueError, match="expected e.g."):
+        DecodeConfig.parse("bn=64,x=1")
+    assert DecodeConfig.parse(DecodeConfig(block_n=128, num_stages=4, programs=264).label()) == \
+        DecodeConfig(block_n=128, num_stages=4, programs=264)
+
+
+# ---- on a CUDA device: the Llama-3-8B decode shape, long contexts, graph capture ----
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("ctx,ps,budget,per", [(8192, 32, 1 / 8, "kv"), (32768, 16, 1 / 4, "head"),
+                                               (32768 + 5, 32, 1.0, "dense"), (65536, 32, 1 / 16, "kv")])
+def test_gpu_llama_decode_matches_ref(ctx, ps, budget, per, poisoned):
+    B, hq, hkv, D = 1, 32, 8, 128
+    q, _, _, kp, vp, pt, sl = _cache(B, hq, hkv, [ctx], D, ps, BF16, seed=1)
+    if per == "dense":
+        sel = None
+    else:
+        kmin, kmax = page_metadata(kp, pt, sl)
+        sel = select_pages(q, kmin, kmax, pt, sl, budget_pages(budget, pt.shape[1]), page_size=ps, per=per)
+    got = _run(q, kp, vp, pt, sl, sel)
+    assert_close(got, topk_decode_attention_ref(q, kp, vp, pt, sl, sel))
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", ["bn=64,w=4,s=3", "bn=128,w=4,s=2", "bn=32,w=4,s=4,p=264"])
+def test_gpu_configs_capture_in_a_graph(spec):
+    from .graphs import graph_replay
+
+    q, _, _, kp, vp, pt, sl = _cache(2, 32, 8, [5000, 12345], 128, 32, BF16, seed=2)
+    kmin, kmax = page_metadata(kp, pt, sl)
+    cfg = DecodeConfig.parse(spec)
+
+    def step():
+        sel = select_pages(q, kmin, kmax, pt, sl, 64, page_size=32, per="kv")
+        return topk_decode_attention(q, kp, vp, pt, sl, sel, config=cfg)
+
+    want = step()
+    sel = select_pages_ref(q, kmin, kmax, pt, sl, 64, 32, "kv")
+    assert_close(want, topk_decode_attention_ref(q, kp, vp, pt, sl, sel))
+    assert torch.equal(graph_replay(step), want)
