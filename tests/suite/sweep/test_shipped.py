@@ -16,7 +16,7 @@ CPU = {"id": None, "cuda_available": False}
 
 def test_every_family_with_methods_has_a_sweep():
     names = {p.stem for p in SHIPPED}
-    assert {"pruning", "quantization", "activation"} <= names
+    assert {"pruning", "quantization", "activation", "kv-cache", "sparse-attention"} <= names
 
 
 @pytest.mark.parametrize("name", ["activation", "pruning-methods", "quantization"])
