@@ -16,7 +16,12 @@ Leading dimensions broadcast (``[1, Hq, ...]``: one pattern for every batch elem
 block is reachable; the kernel relies on that and on the ascending order. Patterns for tests
 and benchmarks: ``random_block_mask`` (a target density of the causal block pairs, the
 diagonal and the first ``sinks`` key blocks always live) and ``vertical_slash_mask``
-(MInference: the key blocks holding given columns and given diagonals).
+(MInference: the key blocks holding given columns and given diagonals). Patterns for the
+sparse-attention methods, built on the device without a host synchronisation:
+``streaming_block_mask`` / ``streaming_block_index`` (the sink blocks plus the band of key
+blocks a sliding window touches; the kernel's ``sinks``/``window`` arguments mask the
+tokens inside them) and ``vertical_slash_block_mask`` (the key blocks touched by chosen
+columns and diagonals given as boolean ``[..., L]`` flags, exact at block granularity).
 """
 
 from __future__ import annotations
@@ -77,11 +82,14 @@ def mask_to_index(block_mask: torch.Tensor, block_m: int | None = None, block_n:
     if max_count is None:
         max_count = int(count.max()) if count.numel() else 0
     max_count = max(1, min(int(max_count), nk))
-    cols = torch.arange(nk, device=block_mask.device, dtype=torch.int32)
-    key = torch.where(live, cols, cols + nk)  # live ones first, in ascending order
-    order = key.sort(dim=-1).values[..., :max_count]
-    index = torch.where(order < nk, order, torch.full_like(order, -1))
-    return index.contiguous(), count.contiguous()
+    # each live block goes to slot (live blocks before it): ascending, O(nq * nk), no sort;
+    # dead blocks and any past max_count go to a spare slot that is cut off
+    cols = torch.arange(nk, device=block_mask.device, dtype=torch.int32).expand_as(live)
+    slot = live.cumsum(-1, dtype=torch.int32) - 1
+    slot = torch.where(live & (slot < max_count), slot, max_count).long()
+    index = torch.full((*live.shape[:-1], max_count + 1), -1, dtype=torch.int32, device=block_mask.device)
+    index.scatter_(-1, slot, torch.where(live, cols, -1))
+    return index[..., :max_count].contiguous(), count.contiguous()
 
 
 def index_to_mask(block_index: torch.Tensor, block_count: torch.Tensor, nk: int) -> torch.Tensor:
@@ -161,3 +169,70 @@ def vertical_slash_mask(L: int, block_m: int, block_n: int | None, vertical: tor
         out.scatter_(-1, kb, True)
     mask = out[..., :nk]
     return (mask | diagonal(nq, nk, block_m, bn, dev)) & reachable(nq, nk, block_m, bn, dev)
+
+
+def streaming_block_mask(L: int, block_m: int, block_n: int | None = None, *, sinks: int, window: int,
+                         device: torch.device | str | None = None) -> torch.Tensor:
+    """``[1, 1, nq, nk]`` bool: the key blocks holding a sink (``j < sinks``) or a key that the
+    window of some row of the query block reaches (``0 <= i - j < window``), i.e. every block
+    with a pair that ``block_sparse_attention(..., sinks=sinks, window=window)`` keeps; the
+    tokens inside the boundary blocks are masked by the kernel, not here."""
+    bn = block_n or block_m
+    nq, nk = num_blocks(L, block_m, bn)
+    qb = torch.arange(nq, device=device)[:, None]
+    kb = torch.arange(nk, device=device)[None, :]
+    first_row = qb * block_m
+    band = kb * bn + bn - 1 > first_row - window  # the block's last key is within the window of the first row
+    sink = kb * bn < sinks
+    return ((band | sink) & reachable(nq, nk, block_m, bn, device))[None, None]
+
+
+def streaming_max_count(L: int, block_m: int, block_n: int | None = None, *, sinks: int, window: int) -> int:
+    """An upper bound on the blocks per query block of ``streaming_block_mask`` (no host sync)."""
+    bn = block_n or block_m
+    nk = cdiv(L, bn)
+    return max(1, min(nk, cdiv(min(sinks, L), bn) + cdiv(block_m + window - 1, bn) + 1))
+
+
+def streaming_block_index(L: int, block_m: int, block_n: int | None = None, *, sinks: int, window: int,
+                          device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel's lists of ``streaming_block_mask`` (``[1, 1, nq, max_k]``, ``[1, 1, nq]``)."""
+    bn = block_n or block_m
+    mask = streaming_block_mask(L, block_m, bn, sinks=sinks, window=window, device=device)
+    return mask_to_index(mask, block_m, bn, max_count=streaming_max_count(L, block_m, bn, sinks=sinks, window=window))
+
+
+def vertical_slash_block_mask(columns: torch.Tensor, diagonals: torch.Tensor, block_m: int,
+                              block_n: int | None = None) -> torch.Tensor:
+    """``columns``/``diagonals [..., L]`` bool (key column ``j`` chosen; diagonal ``o = i - j``
+    chosen) -> ``[..., nq, nk]`` bool: exactly the (query block, key block) pairs holding a
+    causal pair ``(i, j)`` of a chosen column or diagonal (the token pattern's blocks; a
+    superset of its pairs). Prefix sums over the flags, on the device, no host sync. A row
+    that no chosen line reaches has no live block (include diagonal 0 to avoid that)."""
+    bn = block_n or block_m
+    L = columns.shape[-1]
+    nq, nk = num_blocks(L, block_m, bn)
+    dev = columns.device
+    zero = torch.zeros((*columns.shape[:-1], 1), dtype=torch.int32, device=dev)
+    col_sum = torch.cat([zero, columns.cumsum(-1, dtype=torch.int32)], -1)  # [..., L + 1]
+    diag_sum = torch.cat([zero, diagonals.cumsum(-1, dtype=torch.int32)], -1)
+    qb = torch.arange(nq, device=dev)[:, None]
+    kb = torch.arange(nk, device=dev)[None, :]
+    i0, i1 = qb * block_m, torch.clamp((qb + 1) * block_m, max=L) - 1  # rows of the query block
+    j0, j1 = kb * bn, torch.clamp((kb + 1) * bn, max=L) - 1  # keys of the key block
+    # columns j0 .. min(j1, i1): [j0, hi) in prefix-sum terms
+    c_hi = (torch.minimum(j1, i1) + 1).clamp(min=j0)
+    # offsets i - j over the block pair: max(0, i0 - j1) .. i1 - j0 (empty when i1 < j0)
+    d_lo = (i0 - j1).clamp(min=0)
+    d_hi = (i1 - j0 + 1).clamp(min=0).clamp(max=L)
+    d_lo = torch.minimum(d_lo, d_hi)
+
+    def count(prefix: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        flat = lambda t: t.expand(nq, nk).reshape(-1)  # noqa: E731
+        lead = prefix.shape[:-1]
+        hi_v = prefix.gather(-1, flat(hi).expand(*lead, -1))
+        lo_v = prefix.gather(-1, flat(lo).expand(*lead, -1))
+        return (hi_v - lo_v).view(*lead, nq, nk)
+
+    live = (count(col_sum, j0.expand(nq, nk), c_hi) > 0) | (count(diag_sum, d_lo, d_hi) > 0)
+    return live & reachable(nq, nk, block_m, bn, dev)

@@ -14,6 +14,12 @@ the main one is branch-free and software-pipelined, including the index load tha
 K/V addresses. Running max starts at a large finite negative value, so a step whose keys are
 all masked adds exactly nothing and a row that never sees a live key ends as zeros.
 
+With ``sinks``/``window`` (``WINDOW``: a window shorter than ``L``) the steps before the
+query block split further, by two counts taken from one scan of the list: the steps wholly
+inside the sinks and those every row of the tile sees inside its window run unmasked; only
+the steps straddling the window edge (and the diagonal band) take the token mask
+``j < sinks or i - j < window``.
+
 K/V tiles are read with plain pointer loads (any strides, last dim contiguous) or, with
 ``tma``, through host-made tensor descriptors over the ``[B * H * L, D]`` view of contiguous
 inputs (Hopper TMA; rows past the end read as zero, rows of the next head that a short last
@@ -54,22 +60,16 @@ def _load_tile(ptr, desc, base, desc_row, n0, offs_n, offs_d, stride_n, L,
 
 
 @triton.jit
-def _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale,
-          MASKED: tl.constexpr, DOT_F32: tl.constexpr):
-    """One online-softmax step over ``tile_n`` keys starting at ``n0``."""
-    if DOT_F32:  # the interpreter's bf16 dot is wrong; fp32 inputs need ieee, not tf32
-        qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
-    else:
-        qk = tl.dot(q, tl.trans(k))
-    if MASKED:
-        keep = offs_m[:, None] >= (n0 + offs_n)[None, :]  # causal (and keys >= L for rows < L)
-        qk = tl.where(keep, qk * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        qk = qk - m_new[:, None]
-    else:
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        qk = qk * qk_scale - m_new[:, None]
-    p = tl.math.exp2(qk)
+def _masked(acc, l_i, m_i, qk, v, keep, qk_scale, DOT_F32: tl.constexpr):
+    """The online-softmax update of one step with the pairs outside ``keep`` left out."""
+    qk = tl.where(keep, qk * qk_scale, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    p = tl.math.exp2(qk - m_new[:, None])
+    return _accumulate(acc, l_i, m_i, m_new, p, v, DOT_F32)
+
+
+@triton.jit
+def _accumulate(acc, l_i, m_i, m_new, p, v, DOT_F32: tl.constexpr):
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
@@ -81,13 +81,38 @@ def _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale,
 
 
 @triton.jit
+def _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
+          CAUSAL: tl.constexpr, WIN: tl.constexpr, DOT_F32: tl.constexpr):
+    """One online-softmax step over ``tile_n`` keys starting at ``n0``; ``CAUSAL``: mask
+    ``j > i`` (and keys >= L for rows < L); ``WIN``: keep only ``j < sinks`` or ``i - j < window``."""
+    if DOT_F32:  # the interpreter's bf16 dot is wrong; fp32 inputs need ieee, not tf32
+        qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
+    else:
+        qk = tl.dot(q, tl.trans(k))
+    cols = (n0 + offs_n)[None, :]
+    if CAUSAL:
+        keep = offs_m[:, None] >= cols
+        if WIN:
+            keep = keep & ((cols < sinks) | (offs_m[:, None] - cols < window))
+        acc, l_i, m_new = _masked(acc, l_i, m_i, qk, v, keep, qk_scale, DOT_F32)
+    elif WIN:
+        keep = (cols < sinks) | (offs_m[:, None] - cols < window)
+        acc, l_i, m_new = _masked(acc, l_i, m_i, qk, v, keep, qk_scale, DOT_F32)
+    else:
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+        acc, l_i, m_new = _accumulate(acc, l_i, m_i, m_new, p, v, DOT_F32)
+    return acc, l_i, m_new
+
+
+@triton.jit
 def _bsa_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, q_desc, k_desc, v_desc, idx_ptr, cnt_ptr,
-                    L, H, HKV, GROUP, qk_scale,
+                    L, H, HKV, GROUP, qk_scale, sinks, window,
                     s_qb, s_qh, s_qm, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh, s_om,
                     s_ib, s_ih, s_iq, s_cb, s_ch, s_cq,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_M: tl.constexpr,
                     TILE_N: tl.constexpr, HEAD_D: tl.constexpr, NDIAG: tl.constexpr,
-                    TMA: tl.constexpr, DOT_F32: tl.constexpr):
+                    TMA: tl.constexpr, DOT_F32: tl.constexpr, WINDOW: tl.constexpr):
     tile = tl.num_programs(0) - 1 - tl.program_id(0)  # heaviest (last) query tiles first
     bh = tl.program_id(1)
     b = bh // H
@@ -122,20 +147,70 @@ def _bsa_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, q_desc, k_desc, v_desc, idx_ptr,
     l_i = tl.zeros([TILE_M], dtype=tl.float32)
     acc = tl.zeros([TILE_M, HEAD_D], dtype=tl.float32)
     SUB: tl.constexpr = BLOCK_N // TILE_N
-    # key blocks wholly before the query block: no mask
-    for j in range(0, n_full * SUB):
-        kb = tl.load(row + j // SUB)
-        n0 = kb * BLOCK_N + (j % SUB) * TILE_N
-        k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, False, TMA)
-        v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, False, TMA)
-        acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, False, DOT_F32)
-    # the diagonal band: causal mask, keys past L read as zero
-    for j in range(n_full * SUB, cnt * SUB):
-        kb = tl.load(row + j // SUB)
-        n0 = kb * BLOCK_N + (j % SUB) * TILE_N
-        k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, True, TMA)
-        v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, True, TMA)
-        acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, True, DOT_F32)
+    n_steps = n_full * SUB
+    if WINDOW:
+        # The steps before the query block split at two points, each condition holding on a
+        # prefix of the ascending list: steps wholly inside the sinks (no mask), steps holding a
+        # key the tile's last row sees past the window edge (window mask), steps every row of
+        # the tile sees in its window (no mask). The list is scanned once for the two counts.
+        hi_key = m0 + TILE_M - 1 - window  # steps starting at or before it reach past the window
+        n_sink = n_full * 0
+        n_edge = n_full * 0
+        for t in range(0, n_full):
+            kb0 = tl.load(row + t) * BLOCK_N
+            d_s = sinks - kb0
+            c_s = tl.where(d_s >= 0, d_s // TILE_N, 0)
+            n_sink += tl.where(c_s > SUB, SUB, c_s)
+            d_w = hi_key - kb0
+            c_w = tl.where(d_w >= 0, d_w // TILE_N + 1, 0)
+            n_edge += tl.where(c_w > SUB, SUB, c_w)
+        n_edge = tl.maximum(n_sink, n_edge)
+        for j in range(0, n_sink):
+            kb = tl.load(row + j // SUB)
+            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
+            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, False, TMA)
+            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, False, TMA)
+            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
+                                  False, False, DOT_F32)
+        for j in range(n_sink, n_edge):
+            kb = tl.load(row + j // SUB)
+            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
+            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, False, TMA)
+            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, False, TMA)
+            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
+                                  False, True, DOT_F32)
+        for j in range(n_edge, n_steps):
+            kb = tl.load(row + j // SUB)
+            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
+            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, False, TMA)
+            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, False, TMA)
+            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
+                                  False, False, DOT_F32)
+        # the diagonal band: causal and window masks, keys past L read as zero
+        for j in range(n_steps, cnt * SUB):
+            kb = tl.load(row + j // SUB)
+            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
+            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, True, TMA)
+            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, True, TMA)
+            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
+                                  True, True, DOT_F32)
+    else:
+        # key blocks wholly before the query block: no mask
+        for j in range(0, n_steps):
+            kb = tl.load(row + j // SUB)
+            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
+            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, False, TMA)
+            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, False, TMA)
+            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
+                                  False, False, DOT_F32)
+        # the diagonal band: causal mask, keys past L read as zero
+        for j in range(n_steps, cnt * SUB):
+            kb = tl.load(row + j // SUB)
+            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
+            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, True, TMA)
+            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, True, TMA)
+            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
+                                  True, False, DOT_F32)
 
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]  # no live key: acc is 0, the row 0
     o_base = b.to(tl.int64) * s_ob + h.to(tl.int64) * s_oh
@@ -178,8 +253,10 @@ def _desc(t: torch.Tensor, rows: int, block: list[int]):
 def block_sparse_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_index: torch.Tensor,
                                   block_count: torch.Tensor, *, block_m: int, block_n: int,
                                   scale: float | None = None, out: torch.Tensor | None = None,
-                                  config: BsaConfig | None = None) -> torch.Tensor:
-    """``q [B, Hq, L, D]``, ``k``/``v [B, Hkv, L, D]``, lists from ``mask_to_index`` -> ``[B, Hq, L, D]``."""
+                                  config: BsaConfig | None = None, sinks: int = 0,
+                                  window: int | None = None) -> torch.Tensor:
+    """``q [B, Hq, L, D]``, ``k``/``v [B, Hkv, L, D]``, lists from ``mask_to_index`` -> ``[B, Hq, L, D]``;
+    ``sinks``/``window``: the token-level sink + sliding-window mask (``window=None``: none)."""
     B, H, L, D = q.shape
     hkv = k.shape[1]
     if k.shape != (B, hkv, L, D) or v.shape != k.shape or H % hkv:
@@ -206,14 +283,17 @@ def block_sparse_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     else:
         q_desc, k_desc, v_desc = q, k, v
     ndiag = block_m // block_n if block_m % block_n == 0 else block_m // block_n + 2
+    # a window reaching every key (or sinks covering them) masks nothing: the plain kernel runs
+    windowed = window is not None and window < L and sinks < L
     grid = (cdiv(L, cfg.tile_m), B * H)
     _bsa_fwd_kernel[grid](
         q, k, v, out, q_desc, k_desc, v_desc, idx, cnt,
-        L, H, hkv, H // hkv, scale * 1.4426950408889634,
+        L, H, hkv, H // hkv, scale * 1.4426950408889634, int(sinks) if windowed else 0,
+        int(window) if windowed else 0,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         idx.stride(0), idx.stride(1), idx.stride(2), cnt.stride(0), cnt.stride(1), cnt.stride(2),
         BLOCK_M=block_m, BLOCK_N=block_n, TILE_M=cfg.tile_m, TILE_N=cfg.tile_n, HEAD_D=D, NDIAG=ndiag,
-        TMA=tma, DOT_F32=INTERPRET or q.dtype == torch.float32,
+        TMA=tma, DOT_F32=INTERPRET or q.dtype == torch.float32, WINDOW=windowed,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out

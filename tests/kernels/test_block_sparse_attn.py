@@ -27,6 +27,10 @@ from sparsebench.kernels.block_sparse_attn import (
     num_blocks,
     random_block_mask,
     reachable,
+    streaming_block_index,
+    streaming_block_mask,
+    streaming_max_count,
+    vertical_slash_block_mask,
     vertical_slash_mask,
 )
 from sparsebench.kernels.dispatch import interpreting, triton_available
@@ -244,6 +248,142 @@ def test_bad_inputs_are_refused():
         BsaConfig(tile_m=64, tile_n=32, num_warps=4, num_stages=4, tma=True)
 
 
+# ---- sinks / window: StreamingLLM's token pattern inside the listed blocks ----
+
+def _streaming_tokens(L, sinks, window):
+    i = torch.arange(L)[:, None]
+    j = torch.arange(L)[None, :]
+    return (j <= i) & ((j < sinks) | (i - j < window))
+
+
+def _masked_softmax_ref(q, k, v, tokens, scale=None):
+    g = q.shape[1] // k.shape[1]
+    kf, vf = k.repeat_interleave(g, 1).float(), v.repeat_interleave(g, 1).float()
+    s = (q.float() @ kf.transpose(-1, -2)) * (scale or q.shape[-1] ** -0.5)
+    return torch.softmax(s.masked_fill(~tokens.to(s.device), float("-inf")), -1) @ vf
+
+
+# (B, Hq, Hkv, L, D, dtype, block_m, block_n, tile_m, tile_n, sinks, window, tma)
+WINDOW_CASES = [
+    (1, 4, 1, 130, 32, F32, 32, 32, 32, 16, 3, 20, True),  # sinks inside block 0, edge inside blocks, tiles < blocks
+    (2, 2, 2, 77, 16, BF16, 16, 16, 16, 16, 0, 9, False),  # no sinks, a window shorter than a block
+    (1, 4, 2, 100, 32, F16, 16, 32, 16, 16, 5, 7, True),  # block_m < block_n
+    (1, 2, 1, 97, 32, BF16, 32, 16, 16, 16, 17, 40, False),  # block_m > block_n, sinks past one block
+    (1, 2, 2, 37, 16, F32, 16, 16, 16, 16, 0, 1, True),  # window 1: each row sees only itself
+]
+
+
+def _wcase_id(c):
+    B, H, hkv, L, D, dt, bm, bn, tm, tn, sinks, window, tma = c
+    return f"B{B}-{H}:{hkv}-L{L}-D{D}-{str(dt)[6:]}-b{bm}x{bn}-t{tm}x{tn}-s{sinks}-w{window}{'-tma' if tma else ''}"
+
+
+@needs_triton
+@pytest.mark.parametrize("case", WINDOW_CASES, ids=_wcase_id)
+def test_kernel_with_sinks_and_window_matches_ref(case):
+    B, H, hkv, L, D, dtype, bm, bn, tm, tn, sinks, window, tma = case
+    q, k, v = _qkv(B, H, hkv, L, D, dtype, seed=L + window)
+    idx, cnt = streaming_block_index(L, bm, bn, sinks=sinks, window=window, device=DEVICE)
+    cfg = BsaConfig(tile_m=tm, tile_n=tn, num_warps=4, num_stages=2, tma=tma)
+    out = torch.full_like(q, float("nan"))
+    from sparsebench.kernels.block_sparse_attn.triton import block_sparse_attention_triton
+
+    got = block_sparse_attention_triton(q, k, v, idx, cnt, block_m=bm, block_n=bn, out=out, config=cfg,
+                                        sinks=sinks, window=window)
+    # the definition: every causal block, the token mask doing all the work
+    want = block_sparse_attention_ref(q, k, v, causal_block_mask(L, bm, bn, DEVICE), block_m=bm, block_n=bn,
+                                      sinks=sinks, window=window)
+    assert torch.isfinite(got).all()
+    assert_close(got, want)
+    assert_close(block_sparse_attention_ref(q, k, v, idx, cnt, block_m=bm, block_n=bn, sinks=sinks,
+                                            window=window), want)  # the lists lose no visible pair
+    if window == 1 and sinks == 0:
+        assert_close(got, v.repeat_interleave(H // hkv, 1))
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [F32, BF16, F16])
+def test_window_at_least_the_length_is_plain_causal(dtype):
+    B, H, hkv, L, D, bm = 1, 2, 1, 45, 32, 16
+    q, k, v = _qkv(B, H, hkv, L, D, dtype, seed=2)
+    mask = causal_block_mask(L, bm, bm, DEVICE)
+    plain = block_sparse_attention(q, k, v, mask, block_m=bm, impl="triton")
+    want = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(2, 1),
+                                          v.float().repeat_interleave(2, 1), is_causal=True)
+    assert_close(plain, want)
+    for window in (L, L + 1, 1000):
+        idx, cnt = streaming_block_index(L, bm, bm, sinks=4, window=window, device=DEVICE)
+        assert torch.equal(cnt, mask_to_index(mask, bm, bm)[1])  # every causal block
+        for impl in ("triton", "ref"):
+            assert_close(block_sparse_attention(q, k, v, idx, cnt, block_m=bm, impl=impl, sinks=4, window=window),
+                         want)
+
+
+def test_ref_sinks_and_window_are_the_definition():
+    B, H, L, D = 1, 2, 29, 8
+    q, k, v = _qkv(B, H, 1, L, D, F32, seed=4)
+    for sinks, window in [(0, 1), (2, 5), (3, 29), (40, 3)]:
+        got = block_sparse_attention_ref(q, k, v, causal_block_mask(L, 8, 8, DEVICE), block_m=8, sinks=sinks,
+                                         window=window)
+        assert_close(got, _masked_softmax_ref(q, k, v, _streaming_tokens(L, sinks, window)).to(got.dtype))
+
+
+@pytest.mark.parametrize("L,bm,bn,sinks,window", [(1, 16, 16, 4, 1), (130, 32, 32, 3, 20), (257, 32, 16, 17, 40),
+                                                  (100, 16, 32, 5, 7), (77, 16, 16, 0, 200), (300, 64, 64, 64, 64)])
+def test_streaming_blocks_are_the_blocks_of_the_token_pattern(L, bm, bn, sinks, window):
+    tokens = _streaming_tokens(L, sinks, window)
+    nq, nk = num_blocks(L, bm, bn)
+    i, j = torch.arange(L), torch.arange(L)
+    want = torch.zeros(nq, nk, dtype=torch.long).index_put_(
+        (i[:, None].expand(L, L)[tokens] // bm, j[None, :].expand(L, L)[tokens] // bn),
+        torch.tensor(1), accumulate=True) > 0
+    mask = streaming_block_mask(L, bm, bn, sinks=sinks, window=window)
+    assert torch.equal(mask[0, 0], want)
+    idx, cnt = streaming_block_index(L, bm, bn, sinks=sinks, window=window)
+    assert idx.shape[-1] == streaming_max_count(L, bm, bn, sinks=sinks, window=window) >= int(cnt.max())
+    assert torch.equal(index_to_mask(idx, cnt, nk), mask)
+
+
+@pytest.mark.parametrize("L,bm,bn", [(1, 16, 16), (70, 16, 16), (130, 32, 16), (101, 16, 32), (64, 64, 64)])
+def test_vertical_slash_block_mask_is_the_blocks_of_the_token_pattern(L, bm, bn):
+    g = torch.Generator().manual_seed(L)
+    cols = torch.rand(2, 3, L, generator=g) > 0.9
+    diags = torch.rand(2, 3, L, generator=g) > 0.9
+    diags[0, 0] = False  # a head with columns only
+    cols[1, 2] = False  # and one with diagonals only
+    i = torch.arange(L)[:, None]
+    j = torch.arange(L)[None, :]
+    tokens = (cols[..., None, :] | diags[..., (i - j).clamp(min=0)]) & (j <= i)  # [2, 3, L, L]
+    nq, nk = num_blocks(L, bm, bn)
+    want = torch.nn.functional.pad(tokens, (0, nk * bn - L, 0, nq * bm - L)).view(2, 3, nq, bm, nk, bn).any(5).any(3)
+    assert torch.equal(vertical_slash_block_mask(cols, diags, bm, bn), want)
+    # every pair of the token pattern lies in a live block: a superset
+    assert want[..., i // bm, j // bn][tokens].all()
+
+
+def test_mask_to_index_lists_ascending_and_cuts_at_max_count():
+    g = torch.Generator().manual_seed(3)
+    m = torch.rand(2, 3, 9, 17, generator=g) > 0.5
+    live = m & reachable(9, 17, 32, 16)
+    idx, cnt = mask_to_index(m, 32, 16)
+    assert torch.equal(cnt, live.sum(-1, dtype=torch.int32))
+    for row_mask, row_idx, c in zip(live.view(-1, 17), idx.view(-1, idx.shape[-1]), cnt.view(-1), strict=True):
+        assert row_idx[:c].tolist() == row_mask.nonzero().flatten().tolist()
+        assert (row_idx[c:] == -1).all()
+    idx3, cnt3 = mask_to_index(m, 32, 16, max_count=3)
+    assert idx3.shape[-1] == 3 and torch.equal(cnt3, cnt)
+    assert torch.equal(idx3, idx[..., :3])
+
+
+def test_bad_windows_are_refused():
+    q, k, v = _qkv(1, 2, 1, 16, 16, F32)
+    mask = causal_block_mask(16, 16, 16, DEVICE)
+    for kw, msg in [({"window": 0}, "window must be"), ({"window": 4, "sinks": -1}, "sinks must be"),
+                    ({"window": 2.5}, "window must be")]:
+        with pytest.raises(ValueError, match=msg):
+            block_sparse_attention(q, k, v, mask, block_m=16, impl="ref", **kw)
+
+
 # ---- on a CUDA device: the benchmark's head layout, longer sequences, graph capture ----
 
 @needs_cuda
@@ -276,6 +416,20 @@ def test_gpu_configs_match_ref_and_capture_in_a_graph(spec):
     assert_close(block_sparse_attention(q, k, v, idx, cnt, block_m=bm, impl="triton", config=cfg), want)
     got = graph_replay(lambda: block_sparse_attention(q, k, v, idx, cnt, block_m=bm, impl="triton", config=cfg))
     assert_close(got, want)
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("L,sinks,window", [(4097, 4, 1024), (3001, 4, 4096), (8192, 0, 1000)])
+def test_gpu_sinks_and_window_match_ref(L, sinks, window):
+    B, H, hkv, D, bm = 1, 32, 8, 128, 128
+    q, k, v = _qkv(B, H, hkv, L, D, BF16, seed=L)
+    idx, cnt = streaming_block_index(L, bm, bm, sinks=sinks, window=window, device=DEVICE)
+    got = block_sparse_attention(q, k, v, idx, cnt, block_m=bm, impl="triton", sinks=sinks, window=window)
+    for r0 in (0, L // 2, L - 256):
+        want = block_sparse_attention_ref(q, k, v, idx, cnt, block_m=bm, rows=(r0, r0 + 256), sinks=sinks,
+                                          window=window)
+        assert_close(got[:, :, r0:r0 + 256], want)
 
 
 @needs_cuda
