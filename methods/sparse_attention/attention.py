@@ -12,7 +12,10 @@ stored on each attention module (attribute ``ATTR``) deciding what that layer co
 - The KV cache is untouched: handlers change which keys are attended, never what is stored.
 - ``DensityStats`` counts, while ``counting`` is on, the fraction of causal query-key pairs
   computed per prefill call and of context keys attended per decode call (device scalars,
-  no host sync per call).
+  no host sync per call); where a kernel computes more pairs than the pattern holds
+  (MInference's vertical-slash heads at block granularity) it also keeps the pattern's own
+  fraction.
+- ``uninstall`` takes the handlers off and switches the model back to SDPA (the dense model).
 """
 
 from __future__ import annotations
@@ -89,6 +92,20 @@ def install(model: Any, handlers: dict[int, Any]) -> None:
         raise TypeError(f"could not switch {type(model).__name__} to the attention implementation {NAME!r}")
 
 
+def uninstall(model: Any) -> None:
+    """Take every handler off the model and switch it back to transformers' ``sdpa``."""
+    for m in attention_modules(model):
+        if hasattr(m, ATTR):
+            delattr(m, ATTR)
+    if model.config._attn_implementation == NAME:
+        try:
+            model.set_attn_implementation("sdpa")
+        except (AttributeError, ValueError, KeyError, TypeError):
+            pass
+        if model.config._attn_implementation == NAME:
+            model.config._attn_implementation = "sdpa"
+
+
 def installed_handlers(model: Any) -> list[Any]:
     return [h for m in attention_modules(model) if (h := getattr(m, ATTR, None)) is not None]
 
@@ -142,7 +159,9 @@ class DensityStats:
     """Achieved density per phase, while ``counting``: the mean over attention calls (one call =
     one layer of one forward) of computed pairs / causal pairs, all layers, and over the layers
     where a pattern could apply; plus forwards and forwards that ran dense (counted by the
-    first sparse layer's handler: ``first``)."""
+    first sparse layer's handler: ``first``). ``pattern_sum``: the same mean of the pairs the
+    pattern itself holds, where a call said it differs from what was computed
+    (``pattern_given``)."""
 
     PHASES = ("prefill", "decode")
 
@@ -157,8 +176,11 @@ class DensityStats:
         self.sparse_calls = dict.fromkeys(self.PHASES, 0)
         self.forwards = dict.fromkeys(self.PHASES, 0)
         self.dense_forwards = dict.fromkeys(self.PHASES, 0)
+        self.pattern_sum: dict[str, Any] = dict.fromkeys(self.PHASES, 0.0)
+        self.pattern_given = dict.fromkeys(self.PHASES, False)
 
-    def record(self, phase: str, attended: Any, total: Any, sparse_layer: bool) -> None:
+    def record(self, phase: str, attended: Any, total: Any, sparse_layer: bool, pattern: Any = None) -> None:
+        """``attended``: pairs computed; ``pattern``: pairs the pattern holds, when fewer."""
         if not self.counting:
             return
         density = attended / total
@@ -166,6 +188,13 @@ class DensityStats:
             density = density.detach().double()
         self.sum[phase] = self.sum[phase] + density
         self.calls[phase] += 1
+        if pattern is None:
+            self.pattern_sum[phase] = self.pattern_sum[phase] + density
+        else:
+            own = pattern / total
+            self.pattern_sum[phase] = self.pattern_sum[phase] + (
+                own.detach().double() if isinstance(own, torch.Tensor) else own)
+            self.pattern_given[phase] = True
         if sparse_layer:
             self.sparse_sum[phase] = self.sparse_sum[phase] + density
             self.sparse_calls[phase] += 1
@@ -211,10 +240,12 @@ class LayerHandler:
                 self.stats.forward(phase, dense=fallback)
         return None
 
-    def sparse(self, phase: str, base: Causal, heads: int, attended: Any, out: torch.Tensor) -> torch.Tensor:
-        """Record a call that computed ``attended`` pairs (over batch and heads)."""
+    def sparse(self, phase: str, base: Causal, heads: int, attended: Any, out: torch.Tensor,
+               pattern: Any = None) -> torch.Tensor:
+        """Record a call that computed ``attended`` pairs (over batch and heads); ``pattern``:
+        the pairs of the pattern itself when the kernel computed more (block granularity)."""
         if self.stats.counting:
-            self.stats.record(phase, attended, base.pairs() * heads, self.sparse_layer)
+            self.stats.record(phase, attended, base.pairs() * heads, self.sparse_layer, pattern)
             if self.first:
                 self.stats.forward(phase, dense=False)
         return out

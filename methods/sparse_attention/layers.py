@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -14,14 +15,23 @@ from . import patterns as P
 from .attention import Causal, DensityStats, LayerHandler
 
 
+@functools.lru_cache(maxsize=64)
+def _prefill_pairs(n: int, sinks: int, window: int) -> int:
+    """Pairs of the streaming pattern over a fresh ``n``-token prefill (on the host, once per length)."""
+    return int(P.streaming_pairs(torch.arange(n)[None], sinks, window))
+
+
 class StreamingHandler(LayerHandler):
     """Sinks + sliding window at prefill and decode. When the pattern covers every causal pair
     (``n <= sinks + window`` with a plain causal mask) the call runs dense and counts as a
-    fallback."""
+    fallback. With ``impl`` ``triton`` (the method resolves ``auto``) a fresh causal prefill
+    runs through the block-sparse kernel (``ops.streaming_prefill``, token-exact); chunked and
+    static-cache prefills and decode run the masked reference."""
 
-    def __init__(self, layer_idx: int, stats: DensityStats, sinks: int, window: int, first: bool = False):
+    def __init__(self, layer_idx: int, stats: DensityStats, sinks: int, window: int, first: bool = False,
+                 impl: str = "ref"):
         super().__init__(layer_idx, stats, first)
-        self.sinks, self.window = sinks, window
+        self.sinks, self.window, self.impl = sinks, window, impl
 
     def _run(self, phase: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, base: Causal,
              scale: float) -> torch.Tensor | None:
@@ -29,6 +39,9 @@ class StreamingHandler(LayerHandler):
         longest = base.n if base.nq == 1 else base.nq  # positions reach n - 1 (decode) / nq - 1
         if base.mask is None and longest <= self.sinks + self.window:
             return self.dense(phase, base, hq, fallback=True)
+        if phase == "prefill" and self.impl == "triton" and base.fresh_prefill:
+            out = ops.streaming_prefill(q, k, v, self.sinks, self.window, scale, self.impl)
+            return self.sparse(phase, base, hq, _prefill_pairs(base.n, self.sinks, self.window) * hq * b, out)
         q_pos = base.q_pos()
         out = ops.streaming_attention(q, k, v, q_pos, self.sinks, self.window, scale, base.mask)
         attended = P.streaming_pairs(q_pos, self.sinks, self.window) * hq * (b // q_pos.shape[0])
@@ -46,7 +59,13 @@ class StreamingHandler(LayerHandler):
 class MInferenceHandler(LayerHandler):
     """Per-head patterns at prefill (``heads[pattern]``: the query heads using it); indices
     estimated from this prompt. Dense for prompts shorter than ``min_length`` and for anything
-    but a fresh causal prefill (chunked prefill, static cache); decode dense."""
+    but a fresh causal prefill (chunked prefill, static cache); decode dense.
+
+    ``impl`` (resolved by the method: ``ref`` or ``triton``) ``ref``: each pattern runs its
+    exact masked definition (vertical-slash token-exact). ``triton`` (the kernel): every head's pattern becomes one block mask over all
+    heads (vertical-slash heads: the blocks their columns and diagonals touch, a superset of
+    the pairs) and one kernel call on the model's GQA keys computes it; the recorded density
+    is then the block mask's, the pattern's own is recorded beside it."""
 
     def __init__(self, layer_idx: int, stats: DensityStats, heads: dict[str, list[int]], density: float,
                  last_q: int, block_size: int, min_length: int, first: bool = False, impl: str = "ref"):
@@ -63,11 +82,19 @@ class MInferenceHandler(LayerHandler):
             self._index[key] = torch.tensor(self.heads[pattern], device=device)
         return self._index[key]
 
+    def block_mask(self, pattern: str, qh: torch.Tensor, kh: torch.Tensor, scale: float) -> torch.Tensor:
+        """The A-shape (``[nb, nb]``) or block-sparse (``[b, h, nb, nb]``) block mask."""
+        if pattern == "a_shape":
+            return P.a_shape_block_mask(qh.shape[2], self.block_size, self.density, qh.device)
+        return P.block_sparse_mask(qh, kh, self.block_size, self.density, scale)
+
     def prefill(self, module: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, base: Causal,
                 scale: float) -> torch.Tensor | None:
         b, hq, n, _ = q.shape
         if not base.fresh_prefill or n < self.min_length:
             return self.dense("prefill", base, hq, fallback=True)
+        if self.impl == "triton":
+            return self._prefill_blocks(q, k, v, base, scale)
         kx, vx = ops.expand_kv(k, hq), ops.expand_kv(v, hq)
         out = torch.empty_like(q)
         attended: Any = 0
@@ -79,14 +106,41 @@ class MInferenceHandler(LayerHandler):
                 out[:, idx] = ops.vertical_slash_prefill(qh, kh, vh, cols, diags, scale)
                 attended = attended + P.vertical_slash_pairs(cols, diags)
             else:
-                if pattern == "a_shape":
-                    bm = P.a_shape_block_mask(n, self.block_size, self.density, q.device)
+                bm = self.block_mask(pattern, qh, kh, scale)
+                if bm.dim() == 2:
                     bm = bm.expand(b, len(heads), -1, -1)
-                else:
-                    bm = P.block_sparse_mask(qh, kh, self.block_size, self.density, scale)
                 out[:, idx] = ops.block_sparse_prefill(qh, kh, vh, bm, self.block_size, scale, self.impl)
                 attended = attended + P.block_mask_pairs(bm, n, self.block_size)
         return self.sparse("prefill", base, hq, attended, out)
+
+    def _prefill_blocks(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, base: Causal,
+                        scale: float) -> torch.Tensor:
+        b, hq, n, _ = q.shape
+        nb = P.n_blocks(n, self.block_size)
+        kx = ops.expand_kv(k, hq)
+        full: torch.Tensor | None = None
+        pattern_pairs: Any = 0
+        for pattern, heads in self.heads.items():
+            every = heads == list(range(hq))
+            idx = self.index(pattern, q.device)
+            qh, kh = (q, kx) if every else (q[:, idx], kx[:, idx])
+            if pattern == "vertical_slash":
+                cols, diags = P.estimate_vertical_slash(qh, kh, scale, self.last_q, self.density)
+                bm = ops.vertical_slash_blocks(cols, diags, self.block_size)
+                pattern_pairs = pattern_pairs + P.vertical_slash_pairs(cols, diags)
+            else:
+                bm = self.block_mask(pattern, qh, kh, scale).expand(b, len(heads), nb, nb)
+                pattern_pairs = pattern_pairs + P.block_mask_pairs(bm, n, self.block_size)
+            if every:
+                full = bm
+            else:
+                if full is None:
+                    full = torch.zeros(b, hq, nb, nb, dtype=torch.bool, device=q.device)
+                full[:, idx] = bm
+        assert full is not None
+        out = ops.block_sparse_prefill(q, k, v, full, self.block_size, scale, self.impl)
+        attended = P.block_mask_pairs(full, n, self.block_size)
+        return self.sparse("prefill", base, hq, attended, out, pattern=pattern_pairs)
 
 
 def decode_budget(budget: float, unit: str, base: Causal) -> tuple[Any, torch.Tensor | None]:

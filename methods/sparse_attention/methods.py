@@ -75,10 +75,34 @@ class SparseAttention(Method):
         if ctx.kernel == "fast" and not self.fast_kernel:
             result.notes.append(f"kernel 'fast': {self.name} has no fast sparse-attention kernel wired yet; "
                                 "the reference ran")
-        result.kernels.update({"attention": f"{NAME} ({self.name})",
-                               **{f"attention_{p}": self.phase_ops.get(p, "dense (transformers sdpa)")
-                                  for p in ("prefill", "decode")}})
+        result.kernels["attention"] = f"{NAME} ({self.name})"
+        for p in ("prefill", "decode"):  # what build() said ran wins over the class's description
+            result.kernels.setdefault(f"attention_{p}", self.phase_ops.get(p, "dense (transformers sdpa)"))
         return result
+
+    def kernel_impl(self, ctx: ApplyContext, result: MethodResult, model: Any) -> str:
+        """The block-sparse kernel's ``impl`` for the run's kernel choice (``ref`` when the kernel
+        is missing, ``fast`` cannot run here, or the kernel cannot take the head dim: with a note)."""
+        if ctx.kernel == "ref":
+            return "ref"
+        if ops.block_sparse_kernel() is None:
+            if ctx.kernel == "fast":
+                result.notes.append(f"kernel 'fast': kernels.block_sparse_attn is unavailable; {self.name} ran "
+                                    "the reference")
+            return "ref"
+        if ctx.kernel == "fast":
+            try:
+                impl = choose_impl("triton", torch.empty(0, device=ctx.device))
+            except RuntimeError as exc:
+                result.notes.append(f"kernel 'fast' unavailable for {self.name}'s prefill ({exc}); the reference ran")
+                return "ref"
+        else:
+            impl = choose_impl("auto", torch.empty(0, device=ctx.device))
+        why = ops.kernel_unsupported(attention_modules(model)[0].head_dim) if impl != "ref" else None
+        if why is not None:
+            result.notes.append(f"{self.name}: the block-sparse kernel cannot run ({why}); the reference ran")
+            return "ref"
+        return impl
 
     def report(self, model: Any) -> dict[str, Metric]:
         handlers = installed_handlers(model)
@@ -92,6 +116,9 @@ class SparseAttention(Method):
             if not calls:
                 continue
             out[f"attention_density_{phase}_mean"] = Metric(value=float(stats.sum[phase]) / calls, n=calls)
+            if stats.pattern_given[phase]:  # the kernel computed more pairs than the pattern holds
+                out[f"attention_density_{phase}_pattern_mean"] = Metric(
+                    value=float(stats.pattern_sum[phase]) / calls, n=calls)
             if phase not in self.phases:
                 continue
             sc = stats.sparse_calls[phase]
@@ -111,6 +138,7 @@ class Streaming(SparseAttention):
     Config = StreamingConfig
     config: StreamingConfig
     phase_ops = {"prefill": f"streaming_attention: {REF}", "decode": f"streaming_attention: {REF}"}
+    fast_kernel = True  # fresh causal prefills: kernels.block_sparse_attn with sinks/window; decode: reference
 
     def check_model(self, model: Any) -> None:
         check_supported(model)
@@ -124,7 +152,14 @@ class Streaming(SparseAttention):
               result: MethodResult) -> dict[int, LayerHandler]:
         c = self.config
         layers = _layers(model)
-        return {i: StreamingHandler(i, stats, c.sinks, c.window, first=i == layers[0]) for i in layers}
+        impl = self.kernel_impl(ctx, result, model)
+        if impl != "ref":
+            head_dim = attention_modules(model)[0].head_dim
+            result.kernels["attention_prefill"] = (
+                f"streaming_prefill: {ops.describe_block_sparse(impl, ctx.device, head_dim, ops.STREAM_BLOCK)}, "
+                f"sink blocks + window band, token mask sinks={c.sinks} window={c.window} in the edge blocks "
+                f"(fresh causal prefills; chunked/static-cache prefills: {REF})")
+        return {i: StreamingHandler(i, stats, c.sinks, c.window, first=i == layers[0], impl=impl) for i in layers}
 
 
 class MInference(SparseAttention):
@@ -137,7 +172,7 @@ class MInference(SparseAttention):
     needs_calibration = True
     phases = ("prefill",)
     phase_ops = {"prefill": f"vertical_slash_prefill: {REF}; A-shape/block-sparse heads: see attention_prefill_blocks"}
-    fast_kernel = True  # the block-sparse heads (kernels.block_sparse_attn); vertical-slash: reference
+    fast_kernel = True  # every head through kernels.block_sparse_attn (vertical-slash as the blocks it touches)
 
     def build(self, model: Any, ctx: ApplyContext, stats: DensityStats,
               result: MethodResult) -> dict[int, LayerHandler]:
@@ -161,25 +196,16 @@ class MInference(SparseAttention):
         if seq < c.min_length:
             result.notes.append(f"minference: patterns chosen on calibration rows of {seq} tokens, shorter than "
                                 f"min_length={c.min_length} (prompts of that length are prefilled densely)")
-        impl = self._block_impl(ctx, result)
+        impl = self.kernel_impl(ctx, result, model)
         head_dim = attention_modules(model)[0].head_dim
         result.kernels["attention_prefill_blocks"] = ops.describe_block_sparse(impl, ctx.device, head_dim,
                                                                                c.block_size)
+        if impl != "ref":
+            result.kernels["attention_prefill"] = (
+                "every head in one block_sparse_prefill call (see attention_prefill_blocks); vertical-slash heads "
+                "as the blocks their columns/diagonals touch (a superset of the pairs: density counts the blocks)")
         return {i: MInferenceHandler(i, stats, heads[i], c.density, c.last_q, c.block_size, c.min_length,
                                      first=i == layers[0], impl=impl) for i in layers}
-
-    @staticmethod
-    def _block_impl(ctx: ApplyContext, result: MethodResult) -> str:
-        """The block-sparse kernel's ``impl`` for the run's kernel choice."""
-        if ops.block_sparse_kernel() is None or ctx.kernel == "ref":
-            return "ref"
-        if ctx.kernel == "fast":
-            try:
-                return choose_impl("triton", torch.empty(0, device=ctx.device))
-            except RuntimeError as exc:
-                result.notes.append(f"kernel 'fast' unavailable for block-sparse prefill ({exc}); the reference ran")
-                return "ref"
-        return choose_impl("auto", torch.empty(0, device=ctx.device))
 
 
 class Quest(SparseAttention):

@@ -6,9 +6,12 @@ float32, a chunk of query rows at a time, and returns the output in the query's 
 computes every score (a reference, not a speed-up); a kernel computes only the pattern.
 
 ``block_sparse_prefill`` calls the op ``sparsebench.kernels.block_sparse_attn`` when it
-imports (``impl``: its ``ref``, ``auto`` or ``triton``), else the local reference. The other
-patterns run the local reference (``kernels.topk_decode_attn`` takes a paged KV layout; the
-model's cache is contiguous, so it is not wired yet).
+imports (``impl``: its ``ref``, ``auto`` or ``triton``), else the local reference.
+``streaming_prefill`` (a fresh causal prefill of the sinks + window pattern) and MInference's
+vertical-slash heads (``vertical_slash_blocks``, then ``block_sparse_prefill``) use the same
+kernel when the run's kernel choice gives ``triton``; their CPU/``ref`` paths stay the masked
+definitions below. The decode patterns run the local reference (``kernels.topk_decode_attn``
+takes a paged KV layout; the model's cache is contiguous, so it is not wired yet).
 
 Shapes: ``q`` ``[b, hq, nq, d]``; ``k``, ``v`` ``[b, hkv, n, d]`` with ``hkv`` dividing
 ``hq`` (GQA: query head ``i`` reads key head ``i // (hq / hkv)``); outputs ``[b, hq, nq, d]``.
@@ -16,15 +19,20 @@ Shapes: ``q`` ``[b, hq, nq, d]``; ``k``, ``v`` ``[b, hkv, n, d]`` with ``hkv`` d
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from sparsebench.kernels.dispatch import choose_impl
+
 from . import patterns as P
 
 #: score elements computed at once by the reference (bounds its memory: 64 MiB of fp32)
 CHUNK_ELEMENTS = 1 << 24
+#: query/key block edge of the streaming kernel path (its tiles divide it)
+STREAM_BLOCK = 128
 
 Rows = Callable[[int, int], torch.Tensor]
 
@@ -93,17 +101,61 @@ def describe_block_sparse(impl: str, device: str, head_dim: int, block_size: int
 def block_sparse_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: torch.Tensor,
                          block_size: int, scale: float, impl: str = "ref") -> torch.Tensor:
     """Causal prefill (``nq == n``) over the ``block_size`` blocks set in ``block_mask``
-    (``[b|1, hq|1, nb, nb]`` bool, query block x key block); causal inside diagonal blocks."""
+    (``[b|1, hq|1, nb, nb]`` bool, query block x key block); causal inside diagonal blocks.
+    The kernel's lists are made with room for every key block, so no host sync."""
     kernel = block_sparse_kernel()
     if kernel is not None:
-        return kernel.block_sparse_attention(q, k, v, block_mask, None, block_m=block_size, scale=scale,
-                                             impl=impl)
+        if choose_impl(impl, q) == "ref":
+            return kernel.block_sparse_attention(q, k, v, block_mask, None, block_m=block_size, scale=scale,
+                                                 impl="ref")
+        idx, cnt = kernel.mask_to_index(block_mask, block_size, block_size, max_count=block_mask.shape[-1])
+        return kernel.block_sparse_attention(q.contiguous(), k.contiguous(), v.contiguous(), idx, cnt,
+                                             block_m=block_size, scale=scale, impl=impl)
     n = k.shape[2]
 
     def rows(s: int, e: int) -> torch.Tensor:
         return P.block_mask_rows(block_mask, s, e, n, block_size) & _causal(s, e, n, q.device)
 
     return masked_attention(q, k, v, rows, scale)
+
+
+@functools.lru_cache(maxsize=16)
+def _streaming_lists(n: int, sinks: int, window: int, block: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    kernel = block_sparse_kernel()
+    return kernel.streaming_block_index(n, block, block, sinks=sinks, window=window, device=device)
+
+
+def streaming_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: int, window: int, scale: float,
+                      impl: str = "triton", block: int | None = None) -> torch.Tensor:
+    """A fresh causal prefill (``nq == n``) of the sinks + window pattern through the
+    block-sparse kernel: the sink blocks and the band of blocks the window touches (the lists
+    are made once per length), the token-exact edges masked inside the kernel
+    (``sinks``/``window``). Same pairs as ``streaming_attention`` with ``q_pos = 0..n-1``.
+    ``block``: default ``STREAM_BLOCK``."""
+    kernel = block_sparse_kernel()
+    if kernel is None:
+        raise RuntimeError("streaming_prefill needs sparsebench.kernels.block_sparse_attn")
+    block = block or STREAM_BLOCK
+    idx, cnt = _streaming_lists(k.shape[2], sinks, window, block, str(q.device))
+    return kernel.block_sparse_attention(q.contiguous(), k.contiguous(), v.contiguous(), idx, cnt, block_m=block,
+                                         scale=scale, impl=impl, sinks=sinks, window=window)
+
+
+def vertical_slash_blocks(columns: torch.Tensor, diagonals: torch.Tensor, block_size: int) -> torch.Tensor:
+    """``[b, h, nb, nb]`` bool: the blocks that hold a causal pair of a chosen column or diagonal
+    (``columns``/``diagonals`` ``[b, h, n]``; a superset of the token pattern's pairs)."""
+    kernel = block_sparse_kernel()
+    if kernel is None:
+        raise RuntimeError("vertical_slash_blocks needs sparsebench.kernels.block_sparse_attn")
+    return kernel.vertical_slash_block_mask(columns, diagonals, block_size)
+
+
+def kernel_unsupported(head_dim: int) -> str | None:
+    """Why the block-sparse kernel cannot serve this head dim (or that it is missing), else None."""
+    kernel = block_sparse_kernel()
+    if kernel is None:
+        return "kernels.block_sparse_attn unavailable"
+    return kernel.unsupported_reason(head_dim)
 
 
 def vertical_slash_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, columns: torch.Tensor,
