@@ -19,7 +19,7 @@ def test_every_family_with_methods_has_a_sweep():
     assert {"pruning", "quantization", "activation", "kv-cache", "sparse-attention"} <= names
 
 
-@pytest.mark.parametrize("name", ["activation", "pruning-methods", "quantization", "sparse-attention"])
+@pytest.mark.parametrize("name", ["activation", "pruning-methods", "quantization", "sparse-attention", "kv-cache"])
 def test_leaderboard_sweeps_match_committed_records(name):
     """These sweeps exist to (re)produce the leaderboard's records: their resolved spec keys
     must be the keys of ok records in results/ (a typo in the file would silently make a
