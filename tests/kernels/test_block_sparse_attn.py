@@ -33,15 +33,9 @@ from sparsebench.kernels.block_sparse_attn import (
     vertical_slash_block_mask,
     vertical_slash_mask,
 )
-from sparsebench.kernels.dispatch import interpreting, triton_available
 from sparsebench.kernels.tolerances import assert_close
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(
-    not triton_available() or (DEVICE == "cpu" and not interpreting()),
-    reason="needs triton and a GPU, or TRITON_INTERPRET=1 on CPU")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(),
-                                reason="needs a CUDA device")
+from .markers import DEVICE, needs_cuda, needs_triton
 
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
 

@@ -11,15 +11,10 @@ import pytest
 import torch
 
 from sparsebench.kernels import int4_matmul as op
-from sparsebench.kernels.dispatch import interpreting, triton_available
 from sparsebench.kernels.int4_matmul import ref
 from sparsebench.kernels.tolerances import assert_close
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(
-    not triton_available() or (DEVICE == "cpu" and not interpreting()),
-    reason="needs triton and a GPU or TRITON_INTERPRET=1",
-)
+from .markers import DEVICE, needs_triton
 
 
 def _random_layer(n, k, group, dtype, seed=0):

@@ -16,10 +16,7 @@ from sparsebench.kernels.dispatch import interpreting, triton_available
 from sparsebench.kernels.sparse_gemv import MAX_ROWS, masked_matmul, sparse_gemv, sparse_gemv_ref
 from sparsebench.kernels.tolerances import assert_close
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(
-    not triton_available() or (DEVICE == "cpu" and not interpreting()),
-    reason="needs triton and a GPU, or TRITON_INTERPRET=1 on CPU")
+from .markers import DEVICE, needs_triton
 
 
 def _variants():

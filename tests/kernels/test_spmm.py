@@ -4,16 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from sparsebench.kernels.dispatch import interpreting, triton_available
 from sparsebench.kernels.spmm import SparseLinear, pack, spmm, unpack
 from sparsebench.kernels.tolerances import assert_close
 
 from .graphs import graph_replay
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(
-    not triton_available() or (DEVICE == "cpu" and not interpreting()),
-    reason="needs triton, and on CPU the interpreter (TRITON_INTERPRET=1, as nox -s tests sets)")
+from .markers import DEVICE, needs_triton
 
 
 def sparse(n, k, sparsity, dtype, seed=0, device=DEVICE):

@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparsebench.kernels.dispatch import interpreting, triton_available
 from sparsebench.kernels.tolerances import assert_close
 from sparsebench.kernels.topk_decode_attn import (
     DecodeConfig,
@@ -31,12 +30,7 @@ from sparsebench.kernels.topk_decode_attn import (
     topk_decode_attention_ref,
 )
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(
-    not triton_available() or (DEVICE == "cpu" and not interpreting()),
-    reason="needs triton and a GPU, or TRITON_INTERPRET=1 on CPU")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(),
-                                reason="needs a CUDA device")
+from .markers import DEVICE, needs_cuda, needs_triton
 
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
 NAN = float("nan")
