@@ -118,3 +118,22 @@ def finish(rec: Any, keys: tuple[str, ...], impls: Sequence[str], results: str, 
     print_table(rec, keys, impls)
     print(f"\nwrote {path}")
     return 0
+
+
+def device_gate(device: str) -> int | None:
+    """Where an attention-kernel benchmark may run: None to go on, else its exit code
+    (0 with a "skipped" line on a machine without CUDA, 2 for a CPU dry run without the
+    Triton interpreter)."""
+    import sys
+
+    import torch
+
+    from sparsebench.kernels.dispatch import interpreting
+
+    if device != "cpu" and not torch.cuda.is_available():
+        print("skipped: no CUDA device (this benchmark measures GPU kernels; --device cpu is a dry run)")
+        return 0
+    if device == "cpu" and not interpreting():
+        print("error: --device cpu needs TRITON_INTERPRET=1", file=sys.stderr)
+        return 2
+    return None

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from common import device_gate
 
 from sparsebench.kernels.tolerances import TOLERANCES, assert_close
 from sparsebench.kernels.topk_decode_attn import (
@@ -270,14 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = args.device
     cpu = device == "cpu"
-    if not cpu and not torch.cuda.is_available():
-        print("skipped: no CUDA device (this benchmark measures GPU kernels; --device cpu is a dry run)")
-        return 0
-    from sparsebench.kernels.dispatch import interpreting
-
-    if cpu and not interpreting():
-        print("error: --device cpu needs TRITON_INTERPRET=1", file=sys.stderr)
-        return 2
+    gate = device_gate(device)
+    if gate is not None:
+        return gate
     heads, head_dim = (CPU["heads"], CPU["head_dim"]) if cpu else (HEADS, HEAD_DIM)
     contexts = tuple(args.contexts or (CPU["contexts"] if cpu else CONTEXTS))
     budgets = tuple(args.budgets or (CPU["budgets"] if cpu else BUDGETS))
