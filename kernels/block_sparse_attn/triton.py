@@ -65,11 +65,11 @@ def _masked(acc, l_i, m_i, qk, v, keep, qk_scale, DOT_F32: tl.constexpr):
     qk = tl.where(keep, qk * qk_scale, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(qk, 1))
     p = tl.math.exp2(qk - m_new[:, None])
-    return _accumulate(acc, l_i, m_i, m_new, p, v, DOT_F32)
+    return online_softmax_step(acc, l_i, m_i, m_new, p, v, DOT_F32)
 
 
 @triton.jit
-def _accumulate(acc, l_i, m_i, m_new, p, v, DOT_F32: tl.constexpr):
+def online_softmax_step(acc, l_i, m_i, m_new, p, v, DOT_F32: tl.constexpr):
     alpha = tl.math.exp2(m_i - m_new)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
@@ -101,7 +101,7 @@ def _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
     else:
         m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-        acc, l_i, m_new = _accumulate(acc, l_i, m_i, m_new, p, v, DOT_F32)
+        acc, l_i, m_new = online_softmax_step(acc, l_i, m_i, m_new, p, v, DOT_F32)
     return acc, l_i, m_new
 
 

@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..block_sparse_attn.triton import online_softmax_step
 from .config import DecodeConfig, SplitPlan, default_config, plan
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -123,14 +124,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, pt_ptr, sl_ptr, sel_ptr, o_ptr, po_ptr, 
         qk = tl.where(valid[None, :], qk * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         p = tl.math.exp2(qk - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        if DOT_F32:
-            acc = tl.dot(p, v.to(tl.float32), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(p.to(v.dtype), v, acc)
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, m_new, p, v, DOT_F32)
     if SPLIT:
         part = pid_r.to(tl.int64) * n_splits + pid_s
         tl.store(po_ptr + (part * BLOCK_H + offs_h[:, None]) * HEAD_D + offs_d[None, :], acc)
