@@ -10,8 +10,9 @@ pointer loads run).
 
 Spec strings (``label``/``parse``): ``"tm=128,tn=64,w=8,s=3,tma=1"``; the environment
 variable ``SPARSEBENCH_BSA_CONFIG`` sets one for every call that passes no ``config``.
-Defaults are per head dim, for Hopper, before any GPU sweep (the benchmark times
-``SWEEP`` and prints the winner's spec).
+Defaults are per head dim, for Hopper; D=128 is the winner of the benchmark's sweep on an
+H200 (``results/kernels/20261201T144921-block_sparse_attn-*``), the others are untimed
+choices (the benchmark times ``SWEEP`` and prints the winner's spec).
 """
 
 from __future__ import annotations
@@ -66,15 +67,24 @@ class BsaConfig:
         return replace(self, tile_m=tm, tile_n=tn)
 
 
-# Hopper, before a GPU sweep; chosen from what Triton 3.6 builds for sm_90a (ptxas -v):
-# TMA 128x64 at 8 warps holds 148 registers a thread and no spills, 3 stages of K/V (96 KB)
-# plus Q (32 KB) in shared memory; the pointer-load path needs ~254 registers at that tile
-# (address tensors), and 128x128 without TMA spills.
+# Hopper. D=128: the sweep's winner on an H200 (Triton 3.6) at 16k tokens, dense and at 10%
+# density alike: 128x128 tiles, 3 stages, TMA, 4.46 ms dense / 0.59 ms at 10% against
+# 6.37 / 0.75 ms for the earlier untimed 128x64 default (0.74x of cuDNN dense instead of
+# 0.52x). It needs ~224 KB of shared memory: Hopper only. Other head dims: untimed, chosen
+# from what Triton 3.6 builds for sm_90a (ptxas -v: 128x64 at TMA holds no spills).
 DEFAULTS: dict[int, BsaConfig] = {
     32: BsaConfig(tile_m=128, tile_n=64, num_warps=4, num_stages=3, tma=True),
     64: BsaConfig(tile_m=128, tile_n=64, num_warps=4, num_stages=3, tma=True),
-    128: BsaConfig(tile_m=128, tile_n=64, num_warps=8, num_stages=3, tma=True),
+    128: BsaConfig(tile_m=128, tile_n=128, num_warps=8, num_stages=3, tma=True),
     256: BsaConfig(tile_m=64, tile_n=32, num_warps=4, num_stages=2, tma=True),
+}
+
+# Blocks smaller than a default's query tile (MInference's 64): the tile shrinks to the block.
+# D=128 at 64x64: 4 warps, 3 stages, pointer loads measured best of the sweep's 64x64 configs
+# on the H200 (5.69 ms dense at 16k, against 10.3 ms with TMA at 4 stages); the fitted 8-warp
+# default ran MInference's dense-ish blocks at 2.2x cuDNN's time (``minference_stages``)
+SMALL_BLOCK_DEFAULTS: dict[int, BsaConfig] = {
+    128: BsaConfig(tile_m=64, tile_n=64, num_warps=4, num_stages=3, tma=False),
 }
 
 # fp32 inputs take exact (ieee) fp32 dots, which run on CUDA cores: small tiles keep them
@@ -96,10 +106,16 @@ SWEEP = tuple(BsaConfig.parse(s) for s in (
 ))
 
 
-def default_config(head_dim: int, fp32: bool = False) -> BsaConfig:
-    """The environment's spec, else the table's entry for the smallest listed head dim >= ``head_dim``."""
+def default_config(head_dim: int, fp32: bool = False, hopper: bool = True, block_m: int | None = None) -> BsaConfig:
+    """The environment's spec, else the table's entry for the smallest listed head dim >= ``head_dim``;
+    ``block_m`` smaller than that entry's query tile takes ``SMALL_BLOCK_DEFAULTS`` where it
+    lists the head dim; ``hopper=False`` (an older GPU: less shared memory) caps the key tile at 64."""
     spec = os.environ.get(ENV, "").strip()
     if spec and not fp32:
         return BsaConfig.parse(spec)
     table = FP32_DEFAULTS if fp32 else DEFAULTS
-    return next((table[d] for d in sorted(table) if head_dim <= d), table[max(table)])
+    dim = next((d for d in sorted(table) if head_dim <= d), max(table))
+    cfg = table[dim]
+    if not fp32 and block_m is not None and block_m < cfg.tile_m and dim in SMALL_BLOCK_DEFAULTS:
+        cfg = SMALL_BLOCK_DEFAULTS[dim]
+    return cfg if hopper else replace(cfg, tile_n=min(cfg.tile_n, 64))

@@ -232,9 +232,12 @@ def _pattern(t: torch.Tensor, B: int, H: int, nq: int, lists: bool) -> torch.Ten
 
 
 def launch_config(head_dim: int, block_m: int, block_n: int, config: BsaConfig | None = None,
-                  dtype: torch.dtype = torch.bfloat16) -> BsaConfig:
-    """The config a call would run: ``config`` or the head dim's default, fitted to the blocks."""
-    return (config or default_config(head_dim, fp32=dtype == torch.float32)).fit(block_m, block_n)
+                  dtype: torch.dtype = torch.bfloat16, device: torch.device | None = None) -> BsaConfig:
+    """The config a call would run: ``config`` or the head dim's default (for the device's
+    generation: Hopper's tiles need its shared memory), fitted to the blocks."""
+    hopper = device is None or device.type != "cuda" or torch.cuda.get_device_capability(device)[0] >= 9
+    cfg = config or default_config(head_dim, fp32=dtype == torch.float32, hopper=hopper, block_m=block_m)
+    return cfg.fit(block_m, block_n)
 
 
 def _has_tma(device: torch.device) -> bool:
@@ -269,7 +272,7 @@ def block_sparse_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     nq, _ = num_blocks(L, block_m, block_n)
     idx = _pattern(block_index, B, H, nq, True)
     cnt = _pattern(block_count, B, H, nq, False)
-    cfg = launch_config(D, block_m, block_n, config, q.dtype)
+    cfg = launch_config(D, block_m, block_n, config, q.dtype, q.device)
     if out is None:
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
     elif out.shape != q.shape or out.dtype != q.dtype or out.stride(-1) != 1:

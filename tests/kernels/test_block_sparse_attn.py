@@ -436,3 +436,20 @@ def test_gpu_long_sequence_rows_match_ref():
     got = block_sparse_attention(q, k, v, idx, cnt, block_m=bm, impl="triton")
     assert_close(got[:, :, L - 256:], block_sparse_attention_ref(q, k, v, idx, cnt, block_m=bm, rows=(L - 256, L)))
     assert math.isclose(density(cnt, L, bm), 0.1, abs_tol=0.01)
+
+
+def test_default_configs_follow_head_dim_block_and_gpu_generation(monkeypatch):
+    """The measured D=128 default at 128-token blocks, its small-block entry below that, the
+    key tile capped at 64 off Hopper, fp32's own table, and the environment's spec first."""
+    from sparsebench.kernels.block_sparse_attn.config import ENV, BsaConfig, default_config
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert default_config(128).label() == "tm=128,tn=128,w=8,s=3,tma=1"
+    assert default_config(128, block_m=128).label() == "tm=128,tn=128,w=8,s=3,tma=1"
+    assert default_config(128, block_m=64).label() == "tm=64,tn=64,w=4,s=3,tma=0"
+    assert default_config(128, hopper=False).tile_n == 64
+    assert default_config(64, block_m=64).label() == "tm=128,tn=64,w=4,s=3,tma=1"  # fitted by the caller
+    assert default_config(64, block_m=64).fit(64, 64).label() == "tm=64,tn=64,w=4,s=3,tma=1"
+    assert default_config(128, fp32=True, block_m=64).label() == "tm=64,tn=32,w=8,s=2,tma=1"
+    monkeypatch.setenv(ENV, "tm=32,tn=32,w=4,s=2,tma=0")
+    assert default_config(128, block_m=64) == BsaConfig.parse("tm=32,tn=32,w=4,s=2,tma=0")
