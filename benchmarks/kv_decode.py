@@ -9,10 +9,13 @@ For each context ``L`` and budget ``b`` the cache holds ``ceil(b x L)`` tokens (
 full cache). Measured per (L, b):
 
 - ``attention``: the decode attention of every layer over the held tokens (one new query
-  per sequence, GQA, bf16, torch SDPA), each layer on its own K/V (as in the model), all
-  layers captured in one CUDA graph: the part of a step a KV-cache method changes.
-- ``attention+votes``: the same with H2O's per-step bookkeeping (softmax probabilities made
-  explicit in fp32 and summed into the per-token scores), the costliest policy per step.
+  per sequence, GQA, bf16), each layer on its own K/V (as in the model), all layers captured
+  in one CUDA graph: the part of a step a KV-cache method changes. It is the family's own
+  attention function (``methods.kv_cache.attention.attend``, which runs SDPA with the GQA
+  keys read in place).
+- ``attention+votes``: the same function asked for one query's votes, H2O's per-step
+  bookkeeping (fp32 softmax probabilities from one grouped matmul per KV head, their output
+  product, the votes summed into the per-token scores): the costliest policy per step.
 - ``step``: the whole Llama-3.1-8B-shaped decode step (random weights) over a static cache
   of the held tokens, the suite's graph-captured decode path, with the peak GPU memory.
 
@@ -32,7 +35,6 @@ import sys
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 CONTEXTS = (8192, 32768, 65536)
 BUDGETS = (1.0, 0.5, 0.25, 0.125, 0.0625)
@@ -61,18 +63,20 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return p @ vf
 
 
-def sdpa_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+def method_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The KV-cache family's attention without votes (what streaming-kv / snapkv run at decode)."""
+    from sparsebench.methods.kv_cache.attention import attend
+
+    return attend(q, k, v, q.shape[-1] ** -0.5)[0]
 
 
 def voting_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
-    """Attention with explicit fp32 probabilities, summed per KV head into ``votes`` (H2O)."""
-    b, hq, _, d = q.shape
-    hkv = k.shape[1]
-    qg = q.view(b, hkv, hq // hkv, d).float()
-    p = ((qg @ k.float().transpose(-1, -2)) * d ** -0.5).softmax(-1)  # [b, hkv, g, n]
-    votes.add_(p.sum(dim=2))
-    return (p @ v.float()).view(b, hq, 1, d).to(q.dtype)
+    """The family's attention with one query's votes, added to ``votes`` (H2O's step)."""
+    from sparsebench.methods.kv_cache.attention import attend
+
+    out, step_votes = attend(q, k, v, q.shape[-1] ** -0.5, n_votes=1)
+    votes.add_(step_votes)
+    return out
 
 
 def _rel(got: torch.Tensor, ref: torch.Tensor) -> float:
@@ -94,13 +98,13 @@ def attention_cases(shape: dict[str, int], held: int, device: str, dtype: torch.
     kv = [(rand(1, hkv, held, d), rand(1, hkv, held, d)) for _ in range(layers)]
     votes = [torch.zeros(1, hkv, held, device=device) for _ in range(layers)]
     ref = reference(q[0], *kv[0])
-    errors = {"attention": _rel(sdpa_decode(q[0], *kv[0]), ref),
+    errors = {"attention": _rel(method_decode(q[0], *kv[0]), ref),
               "attention+votes": _rel(voting_decode(q[0], *kv[0], votes[0].clone()), ref)}
     bad = {k: e for k, e in errors.items() if not e < TOL}
     if bad:
         raise RuntimeError(f"attention paths differ from the fp32 reference at {held} tokens: {bad}")
     calls = {
-        "attention": [lambda i=i: sdpa_decode(q[i], *kv[i]) for i in range(layers)],
+        "attention": [lambda i=i: method_decode(q[i], *kv[i]) for i in range(layers)],
         "attention+votes": [lambda i=i: voting_decode(q[i], *kv[i], votes[i]) for i in range(layers)],
     }
     # time_calls_on gives ms per call (one layer); a token runs every layer once

@@ -8,7 +8,8 @@ When the layer asks for votes (H2O, SnapKV), the attention probabilities of the 
 last ``n`` queries are computed explicitly in fp32, in query chunks (at most
 ``CHUNK_ELEMS`` scores at a time), summed over those queries and over the query heads of
 each KV head, and handed to the layer; the output then comes from the same probabilities
-when every query votes, else from SDPA. Without a compressed cache (``use_cache=False``, or
+when every query votes, else from SDPA. GQA keys and values are never repeated per query
+head: SDPA reads them in place, and each key head's query heads share one matmul. Without a compressed cache (``use_cache=False``, or
 a plain cache passed by the caller) it is exactly transformers' SDPA attention, mask and all.
 """
 
@@ -46,10 +47,6 @@ def bound_layer(module: Any) -> KVLayer | None:
     return cache.layer(module.layer_idx)
 
 
-def _repeat(x: torch.Tensor, groups: int) -> torch.Tensor:
-    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
-
-
 def _visible(q: int, n: int, rows: torch.Tensor) -> torch.Tensor:
     """Bool ``[len(rows), n]``: query row ``r`` (of ``q`` new tokens) sees key ``j`` iff
     ``j <= n - q + r`` (all held entries, causal among the new ones)."""
@@ -57,13 +54,40 @@ def _visible(q: int, n: int, rows: torch.Tensor) -> torch.Tensor:
     return cols.view(1, -1) <= (n - q + rows).view(-1, 1)
 
 
+def _bmm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` (3-d) with fp32 results: on CUDA straight from fp16/bf16 operands (fp32
+    accumulate, no fp32 copy of the cache); elsewhere through fp32 copies."""
+    if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16) and b.dtype == a.dtype:
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return torch.bmm(a.float(), b.float())
+
+
 def probabilities(query: torch.Tensor, key: torch.Tensor, scale: float, rows: torch.Tensor) -> torch.Tensor:
     """Softmax attention (fp32) of the query rows ``rows`` of ``query`` ``[b, hq, q, d]`` over
-    ``key`` ``[b, hq, n, d]`` (key heads already repeated): ``[b, hq, len(rows), n]``."""
-    q, n = query.shape[-2], key.shape[-2]
-    logits = (query[:, :, rows].float() @ key.float().transpose(-1, -2)) * scale
+    ``key`` ``[b, hkv, n, d]`` (GQA: query head ``i`` reads key head ``i // (hq / hkv)``), as
+    ``[b, hkv, groups, len(rows), n]``. Each key head's query heads go through one matmul
+    with it, so the keys are read once and never repeated."""
+    b, hq, q, d = query.shape
+    hkv, n = key.shape[1], key.shape[-2]
+    g, r = hq // hkv, len(rows)
+    qg = query[:, :, rows].reshape(b * hkv, g * r, d)
+    logits = _bmm_fp32(qg, key.reshape(b * hkv, n, d).transpose(1, 2)).view(b, hkv, g, r, n) * scale
     logits = logits.masked_fill(~_visible(q, n, rows), float("-inf"))
     return logits.softmax(dim=-1)
+
+
+def _weighted_values(p: torch.Tensor, value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``p [b, hkv, g, r, n]`` times ``value [b, hkv, n, d]`` -> ``[b, hkv * g, r, d]`` in ``dtype``.
+    Low-precision values on CUDA take ``p`` rounded to their dtype (fp32 accumulate), as flash
+    attention's second matmul does; elsewhere the product is fp32."""
+    b, hkv, g, r, n = p.shape
+    d = value.shape[-1]
+    v3 = value.reshape(b * hkv, n, d)
+    if value.is_cuda and value.dtype in (torch.float16, torch.bfloat16):
+        out = torch.bmm(p.reshape(b * hkv, g * r, n).to(value.dtype), v3)
+    else:
+        out = torch.bmm(p.reshape(b * hkv, g * r, n), v3.float())
+    return out.view(b, hkv * g, r, d).to(dtype)
 
 
 def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float,
@@ -73,35 +97,34 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: f
     ``n_votes`` queries summed over them and over each KV head's query heads."""
     b, hq, q, d = query.shape
     hkv, n = key.shape[1], key.shape[-2]
-    groups = hq // hkv
-    k, v = _repeat(key, groups), _repeat(value, groups)
     every = n_votes >= q
-    out = None if every else _sdpa(query, k, v, scale)
+    out = None if every else _sdpa(query, key, value, scale)
     votes = None
     if n_votes > 0:
         votes = torch.zeros(b, hkv, n, dtype=torch.float32, device=query.device)
         parts = []
-        vf = v.float() if every else None
         step = max(1, CHUNK_ELEMS // max(1, b * hq * n))
         for r0 in range(q - min(n_votes, q), q, step):
             rows = torch.arange(r0, min(q, r0 + step), device=query.device)
-            p = probabilities(query, k, scale, rows)
-            votes += p.view(b, hkv, groups, len(rows), n).sum(dim=(2, 3))
+            p = probabilities(query, key, scale, rows)
+            votes += p.sum(dim=(2, 3))
             if every:
-                parts.append((p @ vf).to(query.dtype))
+                parts.append(_weighted_values(p, value, query.dtype))
         if every:
             out = torch.cat(parts, dim=2)
     return out, votes
 
 
 def _sdpa(query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Exact SDPA; GQA keys are read in place (``enable_gqa``), not repeated per query head."""
     q, n = query.shape[-2], k.shape[-2]
+    gqa = query.shape[1] != k.shape[1]
     if q == 1:
-        return F.scaled_dot_product_attention(query, k, v, scale=scale)
+        return F.scaled_dot_product_attention(query, k, v, scale=scale, enable_gqa=gqa)
     if q == n:
-        return F.scaled_dot_product_attention(query, k, v, is_causal=True, scale=scale)
+        return F.scaled_dot_product_attention(query, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     mask = _visible(q, n, torch.arange(q, device=query.device))
-    return F.scaled_dot_product_attention(query, k, v, attn_mask=mask, scale=scale)
+    return F.scaled_dot_product_attention(query, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
 
 
 def kv_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -1,21 +1,16 @@
 """The KV decode benchmark's attention paths against the fp32 definition, and its CPU dry run."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "kv_decode.py"
+from .loader import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("kv_decode_bench", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("kv_decode")
 
 
 def test_held_tokens_round_up_and_full_is_the_context(bench):
@@ -29,7 +24,7 @@ def test_voting_attention_is_attention_and_its_votes_are_probabilities(bench):
     g = torch.Generator().manual_seed(0)
     q, k, v = torch.randn(1, 6, 1, 8, generator=g), torch.randn(1, 2, 37, 8, generator=g), torch.randn(1, 2, 37, 8, generator=g)
     ref = bench.reference(q, k, v)
-    torch.testing.assert_close(bench.sdpa_decode(q, k, v).float(), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bench.method_decode(q, k, v).float(), ref, atol=1e-5, rtol=1e-5)
     votes = torch.zeros(1, 2, 37)
     torch.testing.assert_close(bench.voting_decode(q, k, v, votes).float(), ref, atol=1e-5, rtol=1e-5)
     # each of the 3 query heads of a KV head spreads probability 1 over the keys
