@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU lease, many steps: install, then each named step under its own time limit, every
 # output (records, logs) gathered into one archive under $OUT (the lease returns few files).
-#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP two4 spmm gemv int4 bsa topk probe e2e kv prefill
+#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP two4 spmm gemv int4 bsa topk probe e2e kv prefill stages
 #   (t:OP = only tests/kernels/test_OP.py; E2E_METHODS, E2E_PATH choose the end-to-end runs)
 # Records land in W/results/{runs,kernels}; copy them into results/ after checking them.
 # The GPU machine has no network: pydantic and its deps travel as wheels in .whl/ (see
@@ -40,7 +40,8 @@ for s in "$@"; do
         bsa) step ${BSA_LIMIT:-420} python3 benchmarks/kernels/block_sparse_attn.py --results "$R" ;;
         topk) step ${TOPK_LIMIT:-240} python3 benchmarks/kernels/topk_decode_attn.py --results "$R" ;;
         kv) step ${KV_LIMIT:-300} python3 benchmarks/kv_decode.py --results "$R" --profile "$PROFILE" ;;
-        prefill) step ${PREFILL_LIMIT:-420} python3 benchmarks/sparse_prefill.py --results "$R" --profile "$PROFILE" ;;
+        prefill) step ${PREFILL_LIMIT:-420} python3 benchmarks/sparse_prefill.py --results "$R" --profile "$PROFILE" ${PREFILL_ARGS:-} ;;
+        stages) step ${STAGES_LIMIT:-120} python3 benchmarks/minference_stages.py --results "$R" --profile "$PROFILE" ;;
         probe) step 240 python3 benchmarks/decode_probe.py --json "$W/probe.json" ;;
         e2e) step ${E2E_LIMIT:-300} python3 -m sparsebench.benchgpu --models shape:llama-3.1-8b \
                  --methods ${E2E_METHODS:-dense rtn teal magnitude wanda} --kernel fast \

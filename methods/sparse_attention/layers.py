@@ -138,8 +138,9 @@ class MInferenceHandler(LayerHandler):
                     full = torch.zeros(b, hq, nb, nb, dtype=torch.bool, device=q.device)
                 full[:, idx] = bm
         assert full is not None
-        out = ops.block_sparse_prefill(q, k, v, full, self.block_size, scale, self.impl)
-        attended = P.block_mask_pairs(full, n, self.block_size)
+        dense = ops.runs_dense(full, self.impl, q)  # most blocks live: dense SDPA computes them all
+        out = ops.block_sparse_prefill(q, k, v, full, self.block_size, scale, self.impl, dense=dense)
+        attended = P.block_mask_pairs(torch.ones_like(full) if dense else full, n, self.block_size)
         return self.sparse("prefill", base, hq, attended, out, pattern=pattern_pairs)
 
 

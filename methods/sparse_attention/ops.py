@@ -33,6 +33,11 @@ from . import patterns as P
 CHUNK_ELEMENTS = 1 << 24
 #: query/key block edge of the streaming kernel path (its tiles divide it)
 STREAM_BLOCK = 128
+#: on the kernel path, a block mask holding this fraction of the causal blocks or more runs as
+#: dense causal SDPA: on an H200 the kernel's dense rate is 0.8x cuDNN's at 128-token blocks
+#: (``results/kernels/20261201T144921-block_sparse_attn-*``) and below that at 64, so above
+#: this fraction dense is the faster way to compute (a superset of) the listed pairs
+DENSE_FROM = 0.8
 
 Rows = Callable[[int, int], torch.Tensor]
 
@@ -98,16 +103,41 @@ def describe_block_sparse(impl: str, device: str, head_dim: int, block_size: int
     return kernel.describe(impl, device, head_dim=head_dim, block_m=block_size)
 
 
+def causal_block_fraction(block_mask: torch.Tensor) -> float:
+    """The fraction of causal (lower-triangle) blocks a square block mask ``[.., nb, nb]`` holds,
+    over all its heads (one host sync)."""
+    nb = block_mask.shape[-1]
+    lower = torch.ones(nb, nb, dtype=torch.bool, device=block_mask.device).tril()
+    live = (block_mask & lower).sum(dtype=torch.float64)
+    return float(live / (lower.sum() * (block_mask.numel() // (nb * nb))))
+
+
+def runs_dense(block_mask: torch.Tensor, impl: str, q: torch.Tensor) -> bool:
+    """Whether ``block_sparse_prefill`` runs this mask as dense causal SDPA: on the kernel path,
+    when it holds ``DENSE_FROM`` or more of the causal blocks."""
+    kernel = block_sparse_kernel()
+    if kernel is None or choose_impl(impl, q) == "ref":
+        return False
+    return causal_block_fraction(block_mask) >= DENSE_FROM
+
+
 def block_sparse_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: torch.Tensor,
-                         block_size: int, scale: float, impl: str = "ref") -> torch.Tensor:
+                         block_size: int, scale: float, impl: str = "ref", dense: bool | None = None) -> torch.Tensor:
     """Causal prefill (``nq == n``) over the ``block_size`` blocks set in ``block_mask``
     (``[b|1, hq|1, nb, nb]`` bool, query block x key block); causal inside diagonal blocks.
-    The kernel's lists are made with room for every key block, so no host sync."""
+    The kernel's lists are made with room for every key block. On the kernel path a mask that
+    holds ``DENSE_FROM`` of the causal blocks or more runs as dense causal SDPA instead (all
+    blocks: the same result; fewer: a superset of the pairs, as blocks are of the pattern's),
+    at the fastest exact backend's rate. ``dense``: that decision, when the caller made it
+    (``runs_dense``), else made here."""
     kernel = block_sparse_kernel()
     if kernel is not None:
         if choose_impl(impl, q) == "ref":
             return kernel.block_sparse_attention(q, k, v, block_mask, None, block_m=block_size, scale=scale,
                                                  impl="ref")
+        if runs_dense(block_mask, impl, q) if dense is None else dense:
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
         idx, cnt = kernel.mask_to_index(block_mask, block_size, block_size, max_count=block_mask.shape[-1])
         return kernel.block_sparse_attention(q.contiguous(), k.contiguous(), v.contiguous(), idx, cnt,
                                              block_m=block_size, scale=scale, impl=impl)

@@ -129,16 +129,23 @@ def block_mask_at(block_mask: torch.Tensor, positions: torch.Tensor, n: int, blo
 def line_scores(probs: torch.Tensor, q_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Column and diagonal sums of attention probabilities ``probs`` ``[..., m, n]`` of ``m``
     queries at positions ``q_pos`` ``[m]``: ``col[j] = sum_i probs[i, j]`` and
-    ``diag[o] = sum_i probs[i, q_pos[i] - o]`` (slash line ``o`` = offset ``p - j``)."""
+    ``diag[o] = sum_i probs[i, q_pos[i] - o]`` (slash line ``o`` = offset ``p - j``).
+    Pairs above the diagonal (``j > q_pos[i]``) count in neither."""
     n = probs.shape[-1]
     j = torch.arange(n, device=probs.device)
     offset = q_pos[:, None].long() - j[None, :]  # [m, n]
-    causal = offset >= 0
-    p = probs.float() * causal
+    p = probs.float() * (offset >= 0)
     col = p.sum(-2)
+    return col, _scatter_diagonal_sums(p, offset)
+
+
+def _scatter_diagonal_sums(p: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """``diag[o]``: the sum of ``p [..., m, n]`` over the pairs whose ``offset [m, n]`` is ``o``,
+    one scatter-add over every pair. (A strided no-scatter sum for a prefill's last queries
+    measured slower on an H200: 2.0 against 1.2 ms at 64k, ``minference_stages``.)"""
     idx = offset.clamp(min=0).expand(*p.shape[:-2], -1, -1).flatten(-2)
-    diag = torch.zeros_like(col).scatter_add(-1, idx, p.flatten(-2))
-    return col, diag
+    return torch.zeros(p.shape[:-2] + p.shape[-1:], dtype=p.dtype, device=p.device).scatter_add(
+        -1, idx, p.flatten(-2))
 
 
 def select_lines(col: torch.Tensor, diag: torch.Tensor, n: int, density: float,
@@ -167,6 +174,17 @@ def select_lines(col: torch.Tensor, diag: torch.Tensor, n: int, density: float,
     return keep[..., :n], keep[..., n:]
 
 
+def scores_fp32(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``q @ k^T`` in fp32 for ``[b, h, m, d]`` x ``[b, h, n, d]``: on CUDA straight from
+    fp16/bf16 operands (fp32 accumulate and output, no fp32 copy of the keys)."""
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and k.dtype == q.dtype:
+        b, h, m, d = q.shape
+        n = k.shape[2]
+        out = torch.bmm(q.reshape(b * h, m, d), k.reshape(b * h, n, d).transpose(1, 2), out_dtype=torch.float32)
+        return out.view(b, h, m, n)
+    return q.float() @ k.float().transpose(-1, -2)
+
+
 def estimate_vertical_slash(q: torch.Tensor, k: torch.Tensor, scale: float, last_q: int,
                             density: float) -> tuple[torch.Tensor, torch.Tensor]:
     """MInference's online estimate: attention of the last ``last_q`` queries over all keys
@@ -175,7 +193,7 @@ def estimate_vertical_slash(q: torch.Tensor, k: torch.Tensor, scale: float, last
     n = q.shape[2]
     m = min(last_q, n)
     q_pos = torch.arange(n - m, n, device=q.device)
-    scores = q[:, :, n - m:].float() @ k.float().transpose(-1, -2) * scale
+    scores = scores_fp32(q[:, :, n - m:], k) * scale
     j = torch.arange(n, device=q.device)
     scores = scores.masked_fill(j[None, :] > q_pos[:, None], -INF)
     col, diag = line_scores(torch.softmax(scores, -1), q_pos)

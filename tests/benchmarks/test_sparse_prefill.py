@@ -2,23 +2,19 @@
 every (method, length) case lands in one record with its density, and bad arguments are
 refused with exit code 2 before anything is written."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "sparse_prefill.py"
+from .loader import load_benchmark
+
 LABELS = {"dense", "streaming[w=4096]", "streaming[w=1/8]", "minference[vertical_slash]",
           "minference[block_sparse]", "quest", "tidaldecode"}
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("sparse_prefill_bench", PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("sparse_prefill")
 
 
 @pytest.fixture(scope="module")

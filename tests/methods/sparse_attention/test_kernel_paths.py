@@ -74,10 +74,11 @@ def test_minference_kernel_at_density_one_is_dense():
 
 
 @needs_interpreter
-def test_minference_kernel_heads_compute_the_blocks_their_pattern_touches():
+def test_minference_kernel_heads_compute_the_blocks_their_pattern_touches(monkeypatch):
     """One layer's call with vertical-slash heads 0, 2 and block-sparse heads 1, 3: the kernel
     path equals the block reference over the combined block mask, its density is the mask's,
-    and the pattern's own (token) density is recorded beside it."""
+    and the pattern's own (token) density is recorded beside it (the dense switch held off)."""
+    monkeypatch.setattr(ops, "DENSE_FROM", 2.0)
     g = torch.Generator().manual_seed(5)
     b, hq, hkv, n, d, bs = 1, 4, 2, 70, 16, 16
     q, k, v = (torch.randn(b, h, n, d, generator=g) for h in (hq, hkv, hkv))
@@ -144,3 +145,61 @@ def test_uninstall_gives_back_the_dense_model():
     uninstall(model)
     assert model.config._attn_implementation == "sdpa" != NAME
     torch.testing.assert_close(_logits(model, x), dense, rtol=0, atol=0)
+
+
+def test_causal_block_fraction_on_hand_made_masks():
+    full = torch.ones(3, 3, dtype=torch.bool).tril()  # 6 causal blocks
+    assert ops.causal_block_fraction(full) == 1.0
+    assert ops.causal_block_fraction(torch.ones(1, 2, 3, 3, dtype=torch.bool)) == 1.0  # above-diagonal ignored
+    gap = full.clone()
+    gap[2, 0] = False
+    assert ops.causal_block_fraction(gap) == pytest.approx(5 / 6)
+    assert ops.causal_block_fraction(torch.stack([full, gap])) == pytest.approx(11 / 12)
+
+
+def _mask_calls(monkeypatch):
+    """Kernel path forced on the CPU; the kernel records that it ran instead of running."""
+    kernel = ops.block_sparse_kernel()
+    ran = []
+    monkeypatch.setattr(ops, "choose_impl", lambda impl, q: "triton")
+    monkeypatch.setattr(kernel, "block_sparse_attention", lambda *a, **k: ran.append(1) or a[0].clone())
+    return ran
+
+
+def test_a_mask_of_nearly_every_causal_block_runs_dense_sdpa_not_the_kernel(monkeypatch):
+    """On the kernel path a mask holding DENSE_FROM of the causal blocks or more is computed as
+    plain causal attention (all of them: the same result) by SDPA; below it the kernel runs."""
+    ran = _mask_calls(monkeypatch)
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 40, 16), torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)
+    nb = P.n_blocks(40, 16)  # 3 blocks: 6 causal per head, 24 in all
+    mask = torch.ones(1, 4, nb, nb, dtype=torch.bool).tril()
+    got = ops.block_sparse_prefill(q, k, v, mask, 16, 0.25, impl="triton")
+    assert_close(got, block_sparse_attention_ref(q, k, v, mask, None, block_m=16, block_n=16, scale=0.25))
+    mask[0, 1, 2, 0] = False  # 23 / 24 >= 0.8: still dense
+    assert ops.runs_dense(mask, "triton", q)
+    ops.block_sparse_prefill(q, k, v, mask, 16, 0.25, impl="triton")
+    assert ran == []
+    mask[0, :, 2, :2] = False  # 15 / 24 < 0.8: the kernel's turn
+    assert not ops.runs_dense(mask, "triton", q)
+    ops.block_sparse_prefill(q, k, v, mask, 16, 0.25, impl="triton")
+    assert ran == [1]
+    assert not ops.runs_dense(mask.tril(), "ref", q)  # the reference path never switches
+
+
+def test_a_layer_that_runs_dense_records_density_one(monkeypatch):
+    """MInference's kernel path on a mask above DENSE_FROM computes every causal pair, and its
+    recorded density says so (1.0), beside the pattern's own."""
+    ran = _mask_calls(monkeypatch)
+    monkeypatch.setattr(ops, "DENSE_FROM", 0.0)  # any mask: dense
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, h, 70, 16, generator=g) for h in (4, 2, 2))
+    stats = DensityStats()
+    stats.counting = True
+    h = MInferenceHandler(0, stats, {"block_sparse": [0, 1, 2, 3]}, 0.3, 8, 16, 16, first=True, impl="triton")
+    got = h(None, q, k, v, None, 16 ** -0.5)
+    assert ran == []
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.25, enable_gqa=True)
+    assert_close(got, want)
+    assert float(stats.sum["prefill"]) == pytest.approx(1.0)
+    assert float(stats.pattern_sum["prefill"]) < 1.0

@@ -82,6 +82,23 @@ def test_vertical_slash_scores_on_a_crafted_matrix():
     torch.testing.assert_close(diag, torch.tensor([0.5, 0.0, 0.6, 0.5, 0.4, 0.0]))
 
 
+def test_vertical_slash_scores_match_their_definition_per_batch_and_head():
+    """Column and diagonal sums, for a prefill's last queries and for scattered positions,
+    equal the pair-by-pair definition in every (batch, head)."""
+    g = torch.Generator().manual_seed(3)
+    n, m = 37, 5
+    probs = torch.rand(2, 3, m, n, generator=g)
+    for q_pos in (torch.arange(n - m, n), torch.tensor([3, 9, 10, 20, 36])):
+        col, diag = P.line_scores(probs, q_pos)
+        want_col, want_diag = torch.zeros(2, 3, n), torch.zeros(2, 3, n)
+        for i, p in enumerate(q_pos.tolist()):
+            for j in range(p + 1):
+                want_col[..., j] += probs[..., i, j]
+                want_diag[..., p - j] += probs[..., i, j]
+        torch.testing.assert_close(col, want_col)
+        torch.testing.assert_close(diag, want_diag)
+
+
 @pytest.mark.parametrize("density,cols,diags", [
     # budget 21 * d; forced col 0 and diag 0 (6 + 6 pairs), then col 1 (5), diag 2 (4), ...
     (0.5, [0], [0]),        # col 1: 12 + 2.5 >= 10.5
