@@ -106,6 +106,25 @@ def _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
 
 
 @triton.jit
+def _walk(acc, l_i, m_i, q, row, lo, hi, k_ptr, k_desc, k_base, v_ptr, v_desc, v_base, kv_row,
+          offs_m, offs_n, offs_d, s_kn, s_vn, L, qk_scale, sinks, window,
+          SUB: tl.constexpr, BLOCK_N: tl.constexpr, TILE_N: tl.constexpr, PAD: tl.constexpr,
+          CAUSAL: tl.constexpr, WIN: tl.constexpr, TMA: tl.constexpr, DOT_F32: tl.constexpr):
+    """Steps ``lo .. hi`` of a query block's list (``SUB`` steps of ``TILE_N`` keys per listed
+    block): load each K/V tile (``PAD``: keys past ``L`` read as zero) and take one ``_step``
+    (``CAUSAL``/``WIN`` masks). One loop, inlined where it is called: each call site is its
+    own software-pipelined loop, as when it was written out there."""
+    for j in range(lo, hi):
+        kb = tl.load(row + j // SUB)
+        n0 = kb * BLOCK_N + (j % SUB) * TILE_N
+        k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, PAD, TMA)
+        v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, PAD, TMA)
+        acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
+                              CAUSAL, WIN, DOT_F32)
+    return acc, l_i, m_i
+
+
+@triton.jit
 def _bsa_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, q_desc, k_desc, v_desc, idx_ptr, cnt_ptr,
                     L, H, HKV, GROUP, qk_scale, sinks, window,
                     s_qb, s_qh, s_qm, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh, s_om,
@@ -165,52 +184,28 @@ def _bsa_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, q_desc, k_desc, v_desc, idx_ptr,
             c_w = tl.where(d_w >= 0, d_w // TILE_N + 1, 0)
             n_edge += tl.where(c_w > SUB, SUB, c_w)
         n_edge = tl.maximum(n_sink, n_edge)
-        for j in range(0, n_sink):
-            kb = tl.load(row + j // SUB)
-            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
-            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, False, TMA)
-            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, False, TMA)
-            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
-                                  False, False, DOT_F32)
-        for j in range(n_sink, n_edge):
-            kb = tl.load(row + j // SUB)
-            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
-            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, False, TMA)
-            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, False, TMA)
-            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
-                                  False, True, DOT_F32)
-        for j in range(n_edge, n_steps):
-            kb = tl.load(row + j // SUB)
-            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
-            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, False, TMA)
-            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, False, TMA)
-            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
-                                  False, False, DOT_F32)
+        acc, l_i, m_i = _walk(acc, l_i, m_i, q, row, 0, n_sink, k_ptr, k_desc, k_base, v_ptr, v_desc,
+                              v_base, kv_row, offs_m, offs_n, offs_d, s_kn, s_vn, L, qk_scale, sinks, window,
+                              SUB, BLOCK_N, TILE_N, False, False, False, TMA, DOT_F32)
+        acc, l_i, m_i = _walk(acc, l_i, m_i, q, row, n_sink, n_edge, k_ptr, k_desc, k_base, v_ptr, v_desc,
+                              v_base, kv_row, offs_m, offs_n, offs_d, s_kn, s_vn, L, qk_scale, sinks, window,
+                              SUB, BLOCK_N, TILE_N, False, False, True, TMA, DOT_F32)
+        acc, l_i, m_i = _walk(acc, l_i, m_i, q, row, n_edge, n_steps, k_ptr, k_desc, k_base, v_ptr, v_desc,
+                              v_base, kv_row, offs_m, offs_n, offs_d, s_kn, s_vn, L, qk_scale, sinks, window,
+                              SUB, BLOCK_N, TILE_N, False, False, False, TMA, DOT_F32)
         # the diagonal band: causal and window masks, keys past L read as zero
-        for j in range(n_steps, cnt * SUB):
-            kb = tl.load(row + j // SUB)
-            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
-            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, True, TMA)
-            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, True, TMA)
-            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
-                                  True, True, DOT_F32)
+        acc, l_i, m_i = _walk(acc, l_i, m_i, q, row, n_steps, cnt * SUB, k_ptr, k_desc, k_base, v_ptr, v_desc,
+                              v_base, kv_row, offs_m, offs_n, offs_d, s_kn, s_vn, L, qk_scale, sinks, window,
+                              SUB, BLOCK_N, TILE_N, True, True, True, TMA, DOT_F32)
     else:
         # key blocks wholly before the query block: no mask
-        for j in range(0, n_steps):
-            kb = tl.load(row + j // SUB)
-            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
-            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, False, TMA)
-            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, False, TMA)
-            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
-                                  False, False, DOT_F32)
+        acc, l_i, m_i = _walk(acc, l_i, m_i, q, row, 0, n_steps, k_ptr, k_desc, k_base, v_ptr, v_desc,
+                              v_base, kv_row, offs_m, offs_n, offs_d, s_kn, s_vn, L, qk_scale, sinks, window,
+                              SUB, BLOCK_N, TILE_N, False, False, False, TMA, DOT_F32)
         # the diagonal band: causal mask, keys past L read as zero
-        for j in range(n_steps, cnt * SUB):
-            kb = tl.load(row + j // SUB)
-            n0 = kb * BLOCK_N + (j % SUB) * TILE_N
-            k = _load_tile(k_ptr, k_desc, k_base, kv_row, n0, offs_n, offs_d, s_kn, L, True, TMA)
-            v = _load_tile(v_ptr, v_desc, v_base, kv_row, n0, offs_n, offs_d, s_vn, L, True, TMA)
-            acc, l_i, m_i = _step(acc, l_i, m_i, q, k, v, offs_m, n0, offs_n, qk_scale, sinks, window,
-                                  True, False, DOT_F32)
+        acc, l_i, m_i = _walk(acc, l_i, m_i, q, row, n_steps, cnt * SUB, k_ptr, k_desc, k_base, v_ptr, v_desc,
+                              v_base, kv_row, offs_m, offs_n, offs_d, s_kn, s_vn, L, qk_scale, sinks, window,
+                              SUB, BLOCK_N, TILE_N, True, True, False, TMA, DOT_F32)
 
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]  # no live key: acc is 0, the row 0
     o_base = b.to(tl.int64) * s_ob + h.to(tl.int64) * s_oh
