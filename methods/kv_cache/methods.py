@@ -65,13 +65,13 @@ class KVCacheMethod(Method):
 
 
 class EvictingMethod(KVCacheMethod):
-    config: BudgetConfig
+    """An eviction policy per layer, built from the method's config."""
 
-    def policy(self) -> Policy:
-        raise NotImplementedError
+    config: BudgetConfig
+    policy_class: type[Policy]
 
     def make_layer(self, idx: int) -> KVLayer:
-        return EvictingLayer(self.policy())
+        return EvictingLayer(self.policy_class(self.config))
 
     def target(self) -> dict[str, Metric]:
         b = self.config.budget
@@ -86,9 +86,7 @@ class StreamingKV(EvictingMethod):
     paper = "https://arxiv.org/abs/2309.17453"
     Config = StreamingKVConfig
     config: StreamingKVConfig
-
-    def policy(self) -> Policy:
-        return StreamingPolicy(self.config)
+    policy_class = StreamingPolicy
 
 
 class H2O(EvictingMethod):
@@ -98,9 +96,7 @@ class H2O(EvictingMethod):
     paper = "https://arxiv.org/abs/2306.14048"
     Config = H2OConfig
     config: H2OConfig
-
-    def policy(self) -> Policy:
-        return H2OPolicy(self.config)
+    policy_class = H2OPolicy
 
 
 class SnapKV(EvictingMethod):
@@ -110,9 +106,7 @@ class SnapKV(EvictingMethod):
     paper = "https://arxiv.org/abs/2404.14469"
     Config = SnapKVConfig
     config: SnapKVConfig
-
-    def policy(self) -> Policy:
-        return SnapKVPolicy(self.config)
+    policy_class = SnapKVPolicy
 
 
 class Kivi(KVCacheMethod):
