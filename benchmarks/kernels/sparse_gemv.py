@@ -334,9 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     except AssertionError as exc:
         print(f"kernel does not match the reference; nothing recorded:\n{exc}", file=sys.stderr)
         return 1
-    from sparsebench.kernels.sparse_gemv.triton import _sm_count
+    from sparsebench.kernels.launch import sm_count
 
-    sm = _sm_count(torch.device(device))
+    sm = sm_count(torch.device(device))
     sweeps, excluded = ({n: [] for n in shapes}, []) if args.no_sweep else check_sweeps(
         shapes, operands, defaults, sm, cpu, started + 0.6 * args.budget_s)
     del operands

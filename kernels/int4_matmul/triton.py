@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..launch import sm_count
 from ..tolerances import tolerance
 from ..tuning import back_to_back_ms, median
 from . import ref
@@ -70,10 +71,6 @@ def _bucket(m: int) -> int:
 def _key(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int) -> tuple:
     """What a tuned plan is kept for: (N, K, group, M bucket, dtypes, device)."""
     return (qweight.shape[0], x2.shape[1], group, _bucket(x2.shape[0]), x2.dtype, scales.dtype, x2.device)
-
-
-def _sms(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
 
 
 def split_options(n_prog: int, k_tiles: int, sms: int) -> list[int]:
@@ -303,7 +300,7 @@ def _tune(key: tuple, x2, qweight, scales, offsets, group: int) -> Plan:
     plans: dict[str, Plan] = {}
     best: tuple[float, Plan] | None = None
     copies = _weight_copies(qweight, scales, offsets)
-    for plan in candidates(m, n, k, group, x2.dtype, _sms(x2.device)):
+    for plan in candidates(m, n, k, group, x2.dtype, sm_count(x2.device, off_gpu=8)):
         try:
             if not _close(run(plan, x2, qweight, scales, offsets, group), want):
                 rejected[plan.label()] = "does not match ref"
@@ -316,7 +313,7 @@ def _tune(key: tuple, x2, qweight, scales, offsets, group: int) -> Plan:
         plans[plan.label()] = plan
         if best is None or ms < best[0]:
             best = (ms, plan)
-    plan = best[1] if best else default_plan(m, n, k, group, _sms(x2.device), x2.dtype)
+    plan = best[1] if best else default_plan(m, n, k, group, sm_count(x2.device, off_gpu=8), x2.dtype)
     _chosen[key] = {"plan": plan, "timings_ms": timings, "rejected": rejected, "plans": plans}
     return plan
 
@@ -333,7 +330,7 @@ def choose(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offset
     if key in _chosen:
         return _chosen[key]["plan"]
     if x2.device.type != "cuda" or not tuning_enabled() or torch.cuda.is_current_stream_capturing():
-        return default_plan(m, n, k, group, _sms(x2.device), x2.dtype)
+        return default_plan(m, n, k, group, sm_count(x2.device, off_gpu=8), x2.dtype)
     return _tune(key, x2, qweight, scales, offsets, group)
 
 

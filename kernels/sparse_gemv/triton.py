@@ -30,6 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..launch import sm_count, workspace
 from . import MAX_ROWS
 from .config import (
     DEFAULTS,
@@ -339,24 +340,9 @@ def _reduce_kernel(part_ptr, bias_ptr, y_ptr, M, N, splits,
     _sum_partials(part_ptr, bias_ptr, y_ptr, offs_n, offs_n < N, M, N, splits, HAS_BIAS, RS, BLOCK_N)
 
 
-_SM_COUNT: dict[int, int] = {}
 _COUNTERS: dict[tuple[str, int | None], list[torch.Tensor]] = {}
 _PLANS: dict[tuple, Plan] = {}
 _REDUCE_BLOCK_N = 128
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 2  # interpreter: keep the grid small but still split
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM_COUNT:
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _SM_COUNT[idx]
-
-
-def _workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Scratch that every launch fully overwrites before reading (tests poison it)."""
-    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def _counters(device: torch.device, n: int) -> torch.Tensor:
@@ -375,7 +361,7 @@ def launch_plan(m: int, n: int, k: int, device: torch.device, cfg: GemvConfig, e
                 x_aligned: bool = True) -> Plan:
     """The plan a call would use on ``device`` (tiles, splits, reduction), cached: decode calls
     the same few layers over and over."""
-    key = (m, n, k, _sm_count(device), cfg, elem_bytes, x_aligned)
+    key = (m, n, k, sm_count(device), cfg, elem_bytes, x_aligned)
     found = _PLANS.get(key)
     if found is None:
         found = _PLANS[key] = plan(m, n, k, key[3], cfg, elem_bytes, x_aligned)
@@ -421,7 +407,7 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
     elif out.shape != (m, n) or out.dtype != x.dtype or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous [{m}, {n}] {x.dtype} tensor")
     b = bias if bias is not None else out
-    part = out if p.reduce == REDUCE_NONE else _workspace((p.splits, m, n), torch.float32, x.device)
+    part = out if p.reduce == REDUCE_NONE else workspace((p.splits, m, n), torch.float32, x.device)
     cnt = _counters(x.device, p.n_tiles) if p.reduce == REDUCE_FUSED else part
     common = dict(PER_CHANNEL=per_channel, HAS_BIAS=bias is not None, REDUCE=p.reduce, RS=p.reduce_rows,
                   BLOCK_M=p.block_m, BLOCK_N=p.block_n, BLOCK_K=p.block_k, NUM_STAGES=cfg.num_stages,
@@ -432,12 +418,12 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
     if cfg.kind == "compact":
         pack = dict(ROWS=p.rows, CHUNK=p.chunk, PACK=p.pack, X_BF16=x.dtype == torch.bfloat16)
         if p.prepass:
-            lists = _workspace((p.splits * p.k_per_split + p.splits,), torch.int32, x.device)
+            lists = workspace((p.splits * p.k_per_split + p.splits,), torch.int32, x.device)
             counts = lists[p.splits * p.k_per_split:]
             _compact_pass_kernel[(p.splits,)](x2, t_vec, t_scalar, lists, counts, m, k, p.k_per_split,
                                               x2.stride(0), PER_CHANNEL=per_channel, num_warps=4, **pack)
         else:
-            lists = counts = _workspace((p.n_tiles * p.splits * p.k_per_split,), torch.int32, x.device)
+            lists = counts = workspace((p.n_tiles * p.splits * p.k_per_split,), torch.int32, x.device)
         _gemv_compact_kernel[p.grid](*args, lists, counts, *dims, PRE=p.prepass, **pack, **common)
     else:
         _gemv_mask_kernel[p.grid](*args, *dims, PAIRS=p.pairs, X_BF16=x.dtype == torch.bfloat16, **common)

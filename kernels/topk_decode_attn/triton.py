@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from ..block_sparse_attn.triton import online_softmax_step
+from ..launch import sm_count, workspace
 from .config import DecodeConfig, SplitPlan, default_config, plan
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -165,23 +166,6 @@ def _combine_kernel(po_ptr, pml_ptr, o_ptr, HQ, ROWS, n_splits, s_ob, s_oh,
              out.to(o_ptr.dtype.element_ty), mask=(offs_h < ROWS)[:, None])
 
 
-_SM_COUNT: dict[int, int] = {}
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 2  # interpreter: small grids that still split
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM_COUNT:
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _SM_COUNT[idx]
-
-
-def _workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Scratch that every launch fully overwrites before reading (tests poison it)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
 def _pow2(v: int) -> bool:
     return v > 0 and v & (v - 1) == 0
 
@@ -231,7 +215,7 @@ def launch_plan(q: torch.Tensor, n_entries: int, page_size: int, selection_rows:
     B, hq, _ = q.shape
     rows, sel_div = _rows(hq, hkv, selection_rows)
     cfg = config or default_config()
-    return plan(n_entries, B * hq // rows, page_size, _sm_count(q.device), cfg), rows, sel_div
+    return plan(n_entries, B * hq // rows, page_size, sm_count(q.device), cfg), rows, sel_div
 
 
 def topk_decode_attention_triton(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
@@ -274,8 +258,8 @@ def topk_decode_attention_triton(q: torch.Tensor, k_pages: torch.Tensor, v_pages
         raise ValueError(f"out must be a [{B}, {hq}, {D}] {q.dtype} tensor with a contiguous last dim")
     split = p.splits > 1
     if split:
-        po = _workspace((n_rows * p.splits * block_h * D,), torch.float32, q.device)
-        pml = _workspace((n_rows * p.splits * 2 * block_h,), torch.float32, q.device)
+        po = workspace((n_rows * p.splits * block_h * D,), torch.float32, q.device)
+        pml = workspace((n_rows * p.splits * 2 * block_h,), torch.float32, q.device)
     else:
         po = pml = out
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)

@@ -84,7 +84,7 @@ def poisoned(monkeypatch):
         fill = float("nan") if dtype.is_floating_point else state["index"]
         return torch.full(shape, fill, dtype=dtype, device=device)
 
-    monkeypatch.setattr(kt, "_workspace", workspace)
+    monkeypatch.setattr(kt, "workspace", workspace)
     return state
 
 

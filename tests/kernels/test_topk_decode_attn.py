@@ -53,7 +53,7 @@ def poisoned(monkeypatch):
     """Split-K scratch filled with NaN."""
     from sparsebench.kernels.topk_decode_attn import triton as kt
 
-    monkeypatch.setattr(kt, "_workspace", lambda shape, dtype, device: torch.full(shape, NAN, dtype=dtype, device=device))
+    monkeypatch.setattr(kt, "workspace", lambda shape, dtype, device: torch.full(shape, NAN, dtype=dtype, device=device))
 
 
 def _run(q, kp, vp, pt, sl, sel, cfg=None):

@@ -1,0 +1,23 @@
+"""Launch helpers shared by the Triton ops (torch only; no triton import)."""
+
+from __future__ import annotations
+
+import torch
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def sm_count(device: torch.device, off_gpu: int = 2) -> int:
+    """The GPU's multiprocessor count (cached per device); ``off_gpu`` elsewhere (the
+    interpreter: grids small enough to be quick that still split)."""
+    if device.type != "cuda":
+        return off_gpu
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
+def workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Scratch that every launch fully overwrites before reading (tests poison it)."""
+    return torch.empty(shape, dtype=dtype, device=device)
