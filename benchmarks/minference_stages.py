@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sparsebench.methods.scores import scores_fp32
 from sparsebench.methods.sparse_attention import ops
 from sparsebench.methods.sparse_attention import patterns as P
 
@@ -56,7 +57,7 @@ def stages(L: int, heads: tuple[int, int], d: int, block: int, density: float, l
     m = min(last_q, L)
     q_pos = torch.arange(L - m, L, device=device)
     kx = ops.expand_kv(k, hq)
-    scores = P.scores_fp32(q[:, :, L - m:], kx) * scale
+    scores = scores_fp32(q[:, :, L - m:], kx) * scale
     masked = scores.masked_fill(torch.arange(L, device=device)[None, :] > q_pos[:, None], -P.INF)
     probs = masked.softmax(-1)
     col, diag = P.line_scores(probs, q_pos)
@@ -70,7 +71,7 @@ def stages(L: int, heads: tuple[int, int], d: int, block: int, density: float, l
     calls = {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True),
         "expand_kv": lambda: ops.expand_kv(k, hq),
-        "scores": lambda: P.scores_fp32(q[:, :, L - m:], kx),
+        "scores": lambda: scores_fp32(q[:, :, L - m:], kx),
         "softmax": lambda: masked.softmax(-1),
         "line_scores": lambda: P.line_scores(probs, q_pos),
         "diagonal_sums[strided]": lambda: tail_diagonal_sums(probs),
@@ -97,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cpu = args.device == "cpu"
     if not cpu and not torch.cuda.is_available():
-        print("skipped: no CUDA device (use --device cpu for a dry run)", file=sys.stderr)
+        print("error: no CUDA device (use --device cpu for a dry run)", file=sys.stderr)
         return 2
     if not 0 < args.density <= 1 or args.last_q < 1:
         print(f"error: density must be in (0, 1] and last-q >= 1 (got {args.density}, {args.last_q})", file=sys.stderr)
         return 2
-    from sparsebench.measure.kernelbench import time_calls_on
+    from sparsebench.measure.kernelbench import time_calls, time_calls_on
 
     heads, d = (CPU["heads"], CPU["head_dim"]) if cpu else ((32, 8), 128)
     block = args.block or (CPU["block"] if cpu else 64)
@@ -115,12 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         checks[str(L)] = check
         for name, fn in calls.items():
-            if cpu:
-                samples = time_calls_on("cpu", [fn], reps=1)
-            else:
-                from sparsebench.measure.kernelbench import time_calls
-
-                samples = time_calls([fn], reps=args.reps, warmup=1, graph=False)
+            # no CUDA graph: some stages synchronise the host
+            samples = time_calls_on("cpu", [fn], reps=1) if cpu else time_calls([fn], reps=args.reps, warmup=1,
+                                                                                  graph=False)
             rows.append((L, name, samples))
             print(f"L={L:6d} {name:26s} {sorted(samples)[len(samples) // 2]:10.3f} ms", flush=True)
         print(f"L={L:6d} vertical-slash block density {check['vertical_slash_block_density']:.3f}", flush=True)

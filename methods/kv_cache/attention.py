@@ -23,6 +23,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
+from ..scores import scores_fp32
 from .cache import CompressedCache, KVLayer
 
 NAME = "sparsebench_kv"
@@ -54,14 +55,6 @@ def _visible(q: int, n: int, rows: torch.Tensor) -> torch.Tensor:
     return cols.view(1, -1) <= (n - q + rows).view(-1, 1)
 
 
-def _bmm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` (3-d) with fp32 results: on CUDA straight from fp16/bf16 operands (fp32
-    accumulate, no fp32 copy of the cache); elsewhere through fp32 copies."""
-    if a.is_cuda and a.dtype in (torch.float16, torch.bfloat16) and b.dtype == a.dtype:
-        return torch.bmm(a, b, out_dtype=torch.float32)
-    return torch.bmm(a.float(), b.float())
-
-
 def probabilities(query: torch.Tensor, key: torch.Tensor, scale: float, rows: torch.Tensor) -> torch.Tensor:
     """Softmax attention (fp32) of the query rows ``rows`` of ``query`` ``[b, hq, q, d]`` over
     ``key`` ``[b, hkv, n, d]`` (GQA: query head ``i`` reads key head ``i // (hq / hkv)``), as
@@ -71,7 +64,7 @@ def probabilities(query: torch.Tensor, key: torch.Tensor, scale: float, rows: to
     hkv, n = key.shape[1], key.shape[-2]
     g, r = hq // hkv, len(rows)
     qg = query[:, :, rows].reshape(b * hkv, g * r, d)
-    logits = _bmm_fp32(qg, key.reshape(b * hkv, n, d).transpose(1, 2)).view(b, hkv, g, r, n) * scale
+    logits = scores_fp32(qg, key.reshape(b * hkv, n, d)).view(b, hkv, g, r, n) * scale
     logits = logits.masked_fill(~_visible(q, n, rows), float("-inf"))
     return logits.softmax(dim=-1)
 

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from ..scores import scores_fp32
+
 INF = float("inf")
 
 
@@ -172,17 +174,6 @@ def select_lines(col: torch.Tensor, diag: torch.Tensor, n: int, density: float,
             covered = vertical_slash_cover(keep[..., :n], keep[..., n:])[..., None]
             budget = budget * target / covered.clamp(min=1.0)
     return keep[..., :n], keep[..., n:]
-
-
-def scores_fp32(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``q @ k^T`` in fp32 for ``[b, h, m, d]`` x ``[b, h, n, d]``: on CUDA straight from
-    fp16/bf16 operands (fp32 accumulate and output, no fp32 copy of the keys)."""
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and k.dtype == q.dtype:
-        b, h, m, d = q.shape
-        n = k.shape[2]
-        out = torch.bmm(q.reshape(b * h, m, d), k.reshape(b * h, n, d).transpose(1, 2), out_dtype=torch.float32)
-        return out.view(b, h, m, n)
-    return q.float() @ k.float().transpose(-1, -2)
 
 
 def estimate_vertical_slash(q: torch.Tensor, k: torch.Tensor, scale: float, last_q: int,
