@@ -33,7 +33,6 @@ returns its median ms (``impl``: triton, sdpa_cudnn, sdpa_flash, sdpa_math).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import traceback
@@ -42,7 +41,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import device_gate
+from common import attention_parser, device_gate, results_dir
 
 from sparsebench.kernels.block_sparse_attn import (
     BsaConfig,
@@ -231,8 +230,7 @@ def tune(candidates: list[BsaConfig], L: int, heads, head_dim: int, block: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    p = attention_parser(__doc__)
     p.add_argument("--lengths", type=int, nargs="+", help=f"default {' '.join(map(str, LENGTHS))}")
     p.add_argument("--long", action="store_true", help=f"also L={LONG}")
     p.add_argument("--densities", type=float, nargs="+", help=f"default {' '.join(map(str, DENSITIES))}")
@@ -240,9 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--no-tune", action="store_true", help="time the default config only")
     p.add_argument("--tune-length", type=int, default=None, help=f"default {TUNE_L}")
-    p.add_argument("--results", default=None, help="results directory (default: results on cuda, none on cpu)")
-    p.add_argument("--no-ceilings", action="store_true", help="skip measuring copy bandwidth / GEMM rate")
-    p.add_argument("--profile", default=None, help="hardware profile id for the record (default: auto; cpu on cpu)")
     args = p.parse_args(argv)
     device = args.device
     cpu = device == "cpu"
@@ -256,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     check_l = CPU["check_l"] if cpu else CHECK_L
     tune_l = args.tune_length or (CPU["tune_l"] if cpu else min(TUNE_L, max(lengths)))
     reps = min(args.reps, 2) if cpu else args.reps
-    results = args.results if args.results is not None else (None if cpu else "results")
+    results = results_dir(args)
     started = time.time()
     notes: list[str] = []
 

@@ -137,3 +137,19 @@ def device_gate(device: str) -> int | None:
         print("error: --device cpu needs TRITON_INTERPRET=1", file=sys.stderr)
         return 2
     return None
+
+
+def attention_parser(description: str) -> argparse.ArgumentParser:
+    """The attention-kernel benchmarks' shared options: where they run and what they record."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    p.add_argument("--results", default=None, help="results directory (default: results on cuda, none on cpu)")
+    p.add_argument("--no-ceilings", action="store_true", help="skip measuring copy bandwidth / GEMM rate")
+    p.add_argument("--profile", default=None, help="hardware profile id for the record (default: auto; cpu on cpu)")
+    return p
+
+
+def results_dir(args: argparse.Namespace) -> str | None:
+    """``--results``, else ``results`` on a GPU and nothing for a CPU dry run."""
+    return args.results if args.results is not None else (None if args.device == "cpu" else "results")
+

@@ -34,7 +34,6 @@ returns its median ms.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -42,7 +41,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import device_gate
+from common import attention_parser, device_gate, results_dir
 
 from sparsebench.kernels.tolerances import TOLERANCES, assert_close
 from sparsebench.kernels.topk_decode_attn import (
@@ -258,16 +257,12 @@ def sweep_configs(candidates: list[DecodeConfig], c: Cache, device: str, reps: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    p = attention_parser(__doc__)
     p.add_argument("--contexts", type=int, nargs="+", help=f"default {' '.join(map(str, CONTEXTS))}")
     p.add_argument("--budgets", type=float, nargs="+", help="kept fractions, default 1 1/2 1/4 1/8 1/16")
     p.add_argument("--page-sizes", type=int, nargs="+", help=f"default {' '.join(map(str, PAGE_SIZES))}")
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--no-sweep", action="store_true", help="time the default decode config only")
-    p.add_argument("--results", default=None, help="results directory (default: results on cuda, none on cpu)")
-    p.add_argument("--no-ceilings", action="store_true", help="skip measuring copy bandwidth / GEMM rate")
-    p.add_argument("--profile", default=None, help="hardware profile id for the record (default: auto; cpu on cpu)")
     args = p.parse_args(argv)
     device = args.device
     cpu = device == "cpu"
@@ -279,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = tuple(args.budgets or (CPU["budgets"] if cpu else BUDGETS))
     page_sizes = tuple(args.page_sizes or (CPU["page_sizes"] if cpu else PAGE_SIZES))
     reps = min(args.reps, 2) if cpu else args.reps
-    results = args.results if args.results is not None else (None if cpu else "results")
+    results = results_dir(args)
     started = time.time()
 
     # 1. the decode config: candidates checked against ref, then timed at a dense mid context
