@@ -21,3 +21,11 @@ def sm_count(device: torch.device, off_gpu: int = 2) -> int:
 def workspace(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Scratch that every launch fully overwrites before reading (tests poison it)."""
     return torch.empty(shape, dtype=dtype, device=device)
+
+
+def is_pow2(v: int) -> bool:
+    return v > 0 and v & (v - 1) == 0
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)

@@ -20,12 +20,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from ..launch import is_pow2
+
 ENV = "SPARSEBENCH_BSA_CONFIG"
 _KEYS = {"tm": "tile_m", "tn": "tile_n", "w": "num_warps", "s": "num_stages", "tma": "tma"}
-
-
-def _pow2(v: int) -> bool:
-    return v > 0 and v & (v - 1) == 0
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ class BsaConfig:
 
     def __post_init__(self) -> None:
         for name in ("tile_m", "tile_n", "num_warps"):
-            if not _pow2(getattr(self, name)):
+            if not is_pow2(getattr(self, name)):
                 raise ValueError(f"{name} must be a power of two, got {getattr(self, name)}")
         if self.tile_m < 16 or self.tile_n < 16 or self.num_stages < 1:
             raise ValueError(f"tiles must be >= 16 (tl.dot) and stages >= 1: {self}")

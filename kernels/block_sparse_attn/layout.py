@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import torch
 
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+from ..launch import cdiv
 
 
 def num_blocks(L: int, block_m: int, block_n: int | None = None) -> tuple[int, int]:

@@ -34,6 +34,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from ..launch import cdiv, is_pow2
+
 KINDS = ("mask", "compact")
 REDUCES = ("fused", "launch")
 SHAPE_CLASSES = ("narrow", "square", "wide", "deep")
@@ -45,16 +47,8 @@ _KEYS = {"kind": "kind", "bn": "block_n", "bk": "block_k", "w": "num_warps", "s"
 REDUCE_NONE, REDUCE_LAUNCH, REDUCE_FUSED = 0, 1, 2
 
 
-def _pow2(v: int) -> bool:
-    return v > 0 and v & (v - 1) == 0
-
-
-def next_pow2(v: int) -> int:
+def nextis_pow2(v: int) -> int:
     return 1 << max(0, int(v) - 1).bit_length()
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ class GemvConfig:
         if self.reduce not in REDUCES:
             raise ValueError(f"reduce must be one of {REDUCES}, got {self.reduce!r}")
         for name in ("block_n", "block_k", "num_warps"):
-            if not _pow2(getattr(self, name)):
+            if not is_pow2(getattr(self, name)):
                 raise ValueError(f"{name} must be a power of two, got {getattr(self, name)}")
         if self.num_stages < 1 or self.programs < 0 or self.min_k_blocks < 1:
             raise ValueError(f"bad stages/programs/min_k_blocks in {self}")
@@ -194,8 +188,8 @@ def plan(m: int, n: int, k: int, sm_count: int, cfg: GemvConfig, elem_bytes: int
     """Tiles and split-K for an ``[m, k] x [k, n]`` launch on ``sm_count`` SMs (``x_aligned``:
     x starts on a 4-byte boundary, as needed to read it in pairs)."""
     use_dot = m > 1 or cfg.dot
-    block_n = min(cfg.block_n, max(16, next_pow2(n)))
-    block_k = min(cfg.block_k, max(8, next_pow2(k)))
+    block_n = min(cfg.block_n, max(16, nextis_pow2(n)))
+    block_k = min(cfg.block_k, max(8, nextis_pow2(k)))
     if use_dot:
         block_k = max(16, block_k)
     n_tiles = cdiv(n, block_n)
@@ -204,7 +198,7 @@ def plan(m: int, n: int, k: int, sm_count: int, cfg: GemvConfig, elem_bytes: int
     splits = max(1, min(max_splits, cdiv(target, n_tiles)))
     k_per_split = cdiv(cdiv(k, splits), block_k) * block_k
     splits = cdiv(k, k_per_split)
-    rows = next_pow2(m)
+    rows = nextis_pow2(m)
     if splits == 1:
         reduce = REDUCE_NONE
     else:

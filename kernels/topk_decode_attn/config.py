@@ -12,13 +12,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..launch import cdiv, is_pow2
+
 ENV = "SPARSEBENCH_DECODE_CONFIG"
 _KEYS = {"bn": "block_n", "w": "num_warps", "s": "num_stages", "p": "programs", "ms": "min_steps"}
 PER_SM = 4
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass(frozen=True)
@@ -32,7 +30,7 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         for name in ("block_n", "num_warps"):
             v = getattr(self, name)
-            if v <= 0 or v & (v - 1):
+            if not is_pow2(v):
                 raise ValueError(f"{name} must be a power of two, got {v}")
         if self.num_stages < 1 or self.programs < 0 or self.min_steps < 1:
             raise ValueError(f"bad stages/programs/min_steps in {self}")

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from ..block_sparse_attn.triton import online_softmax_step
-from ..launch import sm_count, workspace
+from ..launch import is_pow2, sm_count, workspace
 from .config import DecodeConfig, SplitPlan, default_config, plan
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -166,16 +166,12 @@ def _combine_kernel(po_ptr, pml_ptr, o_ptr, HQ, ROWS, n_splits, s_ob, s_oh,
              out.to(o_ptr.dtype.element_ty), mask=(offs_h < ROWS)[:, None])
 
 
-def _pow2(v: int) -> bool:
-    return v > 0 and v & (v - 1) == 0
-
-
 def page_scores_triton(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_table: torch.Tensor,
                        seq_lens: torch.Tensor, page_size: int, per: str = "head") -> torch.Tensor:
     """Quest page scores as in ``ref.page_scores_ref`` (fp32 ``[B, Hq or Hkv, max_pages]``)."""
     B, hq, D = q.shape
     hkv = kmin.shape[1]
-    if hq % hkv or kmin.shape != kmax.shape or kmin.shape[2] != D or not _pow2(D):
+    if hq % hkv or kmin.shape != kmax.shape or kmin.shape[2] != D or not is_pow2(D):
         raise ValueError(f"q {tuple(q.shape)} and metadata {tuple(kmin.shape)} do not match (pow2 head dim)")
     if per not in ("head", "kv"):
         raise ValueError(f"per must be 'head' or 'kv', got {per!r}")
@@ -229,7 +225,7 @@ def topk_decode_attention_triton(q: torch.Tensor, k_pages: torch.Tensor, v_pages
         raise ValueError(f"q {tuple(q.shape)}, k_pages {tuple(k_pages.shape)}, v_pages {tuple(v_pages.shape)} do not match")
     if not (q.dtype == k_pages.dtype == v_pages.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"q and the pages must share one of fp16/bf16/fp32, got {q.dtype}, {k_pages.dtype}")
-    if not _pow2(D) or D < 16 or not _pow2(ps):
+    if not is_pow2(D) or D < 16 or not is_pow2(ps):
         raise ValueError(f"head dim (>= 16) and page size must be powers of two, got {D}, {ps}")
     q = q if q.stride(-1) == 1 else q.contiguous()
     k_pages = k_pages if k_pages.stride(-1) == 1 else k_pages.contiguous()
