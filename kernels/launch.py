@@ -29,3 +29,8 @@ def is_pow2(v: int) -> bool:
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def hopper_or_newer(device: torch.device) -> bool:
+    """A CUDA device of compute capability 9 or more (TMA, Hopper's shared memory)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9

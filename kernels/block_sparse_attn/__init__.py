@@ -88,6 +88,7 @@ def describe(impl: str, device: str, head_dim: int = 128, block_m: int = 128, bl
     path = choose_impl(impl, torch.empty(0, device=device))
     if path == "ref":
         return "block_sparse_attn ref (PyTorch, fp32, token mask)"
-    hopper = not device.startswith("cuda") or torch.cuda.get_device_capability(device)[0] >= 9
-    cfg = default_config(head_dim, hopper=hopper, block_m=block_m).fit(block_m, block_n or block_m)
+    from .triton import launch_config
+
+    cfg = launch_config(head_dim, block_m, block_n or block_m, device=torch.device(device))
     return f"block_sparse_attn triton (blocks {block_m}x{block_n or block_m}; {cfg.label()})"

@@ -35,6 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..launch import hopper_or_newer
 from .config import BsaConfig, default_config
 from .layout import cdiv, num_blocks
 
@@ -230,16 +231,14 @@ def launch_config(head_dim: int, block_m: int, block_n: int, config: BsaConfig |
                   dtype: torch.dtype = torch.bfloat16, device: torch.device | None = None) -> BsaConfig:
     """The config a call would run: ``config`` or the head dim's default (for the device's
     generation: Hopper's tiles need its shared memory), fitted to the blocks."""
-    hopper = device is None or device.type != "cuda" or torch.cuda.get_device_capability(device)[0] >= 9
+    hopper = device is None or device.type != "cuda" or hopper_or_newer(device)
     cfg = config or default_config(head_dim, fp32=dtype == torch.float32, hopper=hopper, block_m=block_m)
     return cfg.fit(block_m, block_n)
 
 
 def _has_tma(device: torch.device) -> bool:
     """Tensor descriptors: Hopper or newer (and the interpreter, which emulates them)."""
-    if device.type != "cuda":
-        return INTERPRET
-    return torch.cuda.get_device_capability(device)[0] >= 9
+    return INTERPRET if device.type != "cuda" else hopper_or_newer(device)
 
 
 def _desc(t: torch.Tensor, rows: int, block: list[int]):
