@@ -12,7 +12,13 @@ Each variant is ``graph`` (eager forward captured in a CUDA graph) or ``compile`
     cdt         inductor coordinate-descent tuning of its Triton kernels (compile only)
     autotune    inductor max-autotune of GEMMs (compile only; minutes: not in the extras)
     lt          cuBLASLt as the preferred BLAS library
-    attn=NAME   attention implementation (sdpa, eager, ...)
+    attn=NAME   attention implementation (sdpa, eager, flex_attention, ...)
+    opt:K=V     any other inductor option (compile only), e.g. opt:coordinate_descent_search_radius=2
+    gemv        the suite's ``+gemv`` decode path (sparsebench.measure.decode_kernels): one-row
+                linear products through the dense GEMV plugin (SPARSEBENCH_DENSE_GEMV_CONFIG picks
+                its tiles), and eager attention in place of SDPA
+    prof        after timing, profile a few replays of the step's graph: kernels per step, GPU
+                busy time against the step's span, and the kernels that take the most time
 
 The required variants run first (graph, graph+fuse, compile, compile+fuse), then the extras
 while the time budget lasts (a compile costs about as long as the first one did). Each
@@ -25,6 +31,7 @@ graph replay is checked against an eager call, every fusion against the unfused 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -32,7 +39,7 @@ from dataclasses import asdict, dataclass
 
 REQUIRED = ("graph", "graph+fuse", "compile", "compile+fuse")
 EXTRAS = ("graph+fuse+lt", "compile+fuse+cdt", "compile+fuse+attn=eager", "compile+fuse+lt")
-MODIFIERS = ("fuse", "cdt", "autotune", "lt")
+MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv")
 
 
 @dataclass(frozen=True)
@@ -43,11 +50,25 @@ class Variant:
     cdt: bool = False
     autotune: bool = False
     lt: bool = False
+    prof: bool = False
+    gemv: bool = False
     attn: str | None = None
+    opts: tuple[tuple[str, object], ...] = ()
 
-    def inductor_options(self) -> dict[str, bool]:
+    def inductor_options(self) -> dict[str, object]:
         return {**({"coordinate_descent_tuning": True} if self.cdt else {}),
-                **({"max_autotune": True} if self.autotune else {})}
+                **({"max_autotune": True} if self.autotune else {}), **dict(self.opts)}
+
+
+def _option_value(text: str) -> object:
+    if text in ("True", "False"):
+        return text == "True"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def parse_variant(text: str) -> Variant:
@@ -55,16 +76,21 @@ def parse_variant(text: str) -> Variant:
     if base not in ("graph", "compile"):
         raise ValueError(f"variant '{text}': starts with 'graph' or 'compile', not '{base}'")
     flags: dict[str, object] = {}
+    opts: list[tuple[str, object]] = []
     for m in mods:
         if m.startswith("attn="):
             flags["attn"] = m.removeprefix("attn=")
+        elif m.startswith("opt:") and "=" in m:
+            key, _, val = m.removeprefix("opt:").partition("=")
+            opts.append((key, _option_value(val)))
         elif m in MODIFIERS:
             flags[m] = True
         else:
-            raise ValueError(f"variant '{text}': unknown modifier '{m}' (known: {', '.join(MODIFIERS)}, attn=NAME)")
-    v = Variant(name=text, compile=base == "compile", **flags)  # type: ignore[arg-type]
-    if (v.cdt or v.autotune) and not v.compile:
-        raise ValueError(f"variant '{text}': cdt/autotune are inductor options, they need 'compile'")
+            raise ValueError(f"variant '{text}': unknown modifier '{m}' "
+                             f"(known: {', '.join(MODIFIERS)}, attn=NAME, opt:KEY=VALUE)")
+    v = Variant(name=text, compile=base == "compile", opts=tuple(opts), **flags)  # type: ignore[arg-type]
+    if (v.cdt or v.autotune or v.opts) and not v.compile:
+        raise ValueError(f"variant '{text}': cdt/autotune/opt: are inductor options, they need 'compile'")
     return v
 
 
@@ -75,10 +101,66 @@ def _set_attn(model, name: str) -> None:
         model.config._attn_implementation = name
 
 
+def kernel_breakdown(replay, replays: int = 8, top: int = 25) -> dict:
+    """What one graph replay (``replay()``) runs on the GPU: kernels per step, the time they
+    keep the GPU busy against the span from the step's first kernel start to its last kernel
+    end (the difference is gaps between kernels inside the graph), and the kernels (names
+    with inductor's trailing number dropped) that take the most time per step. Only work
+    launched by the graph counts (the position reset before each replay does not)."""
+    import re
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            replay()
+            torch.cuda.synchronize()  # one replay at a time: spans do not overlap the resets
+    events = list(prof.profiler.kineto_results.events())
+    launches = {e.correlation_id() for e in events if "GraphLaunch" in e.name()}
+    device = [e for e in events if e.device_type() == torch.autograd.DeviceType.CUDA]
+    graphed = [e for e in device if e.correlation_id() in launches]
+    spans = sorted((e.start_ns() / 1e3, (e.start_ns() + e.duration_ns()) / 1e3, e.name(), e.correlation_id())
+                   for e in (graphed or device))  # raw: kernels, copies, memsets
+    if not spans:
+        return {"error": "the profiler recorded no kernels of the graph's replays"}
+    busy, span, end = 0.0, 0.0, float("-inf")
+    per_launch: dict[int, list[float]] = {}
+    for a, b, _, corr in spans:  # union of the intervals, and each replay's first start / last end
+        if b > end:
+            busy += b - max(a, end)
+            end = b
+        lo_hi = per_launch.setdefault(corr, [a, b])
+        lo_hi[0], lo_hi[1] = min(lo_hi[0], a), max(lo_hi[1], b)
+    span = sum(hi - lo for lo, hi in per_launch.values()) / max(1, len(per_launch)) * replays
+    by_name: dict[str, list[float]] = {}
+    for a, b, name, _ in spans:
+        entry = by_name.setdefault(re.sub(r"_\d+$", "", name)[:100], [0, 0.0])
+        entry[0] += 1
+        entry[1] += b - a
+    ranked = sorted(by_name.items(), key=lambda kv: -kv[1][1])
+    return {"replays": replays, "kernels_per_step": len(spans) / replays,
+            "busy_us_per_step": busy / replays, "span_us_per_step": span / replays,
+            "graph_kernels_found": bool(graphed),
+            "top": [{"kernel": k, "per_step": c / replays, "us_per_step": t / replays} for k, (c, t) in ranked[:top]]}
+
+
+def _print_breakdown(name: str, b: dict) -> None:
+    if "error" in b:
+        print(f"  {name}: {b['error']}", flush=True)
+        return
+    print(f"  {name}: {b['kernels_per_step']:.0f} kernels/step, GPU busy {b['busy_us_per_step']:.0f} us "
+          f"of a {b['span_us_per_step']:.0f} us span", flush=True)
+    for r in b["top"]:
+        print(f"    {r['us_per_step']:8.1f} us  x{r['per_step']:<5.0f} {r['kernel']}", flush=True)
+
+
 def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -> dict:
     import torch
 
     from sparsebench.measure.decode_graph import decode_timings
+    from sparsebench.measure.decode_kernels import gemv_decode
     from sparsebench.measure.fuse import fuse_checked_, unfuse_projections_
     from sparsebench.measure.stats import percentile
 
@@ -87,7 +169,9 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
     attn0 = model.config._attn_implementation
     blas0 = torch.backends.cuda.preferred_blas_library()
     fused = None
+    routed = gemv_decode(model, "cuda") if v.gemv else contextlib.nullcontext({})
     try:
+        row.update(routed.__enter__())
         if v.attn:
             _set_attn(model, v.attn)
         if v.lt:
@@ -99,9 +183,14 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
         torch._dynamo.reset()
         forward = (torch.compile(model.forward, dynamic=False, options=v.inductor_options() or None)
                    if v.compile else None)
+
+        def inspect(mode: str, replay) -> None:
+            if mode == "synced":
+                row["kernels"] = kernel_breakdown(replay)
+
         res = decode_timings(model, ids, batch=1, context=args.context, tokens=args.tokens,
                              warmup=args.warmup, repetitions=args.reps, progress=lambda it, **_: it,
-                             forward=forward, modes=("synced", "pipelined"))
+                             forward=forward, modes=("synced", "pipelined"), on_graph=inspect if v.prof else None)
         for mode, (samples, err) in res.items():
             p50 = percentile(samples, 50)
             row[f"{mode}_p50_ms"] = p50
@@ -111,6 +200,7 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
     except Exception as exc:  # one variant failing must not lose the others
         row["error"] = f"{type(exc).__name__}: {exc}"
     finally:
+        routed.__exit__(None, None, None)
         if fused is not None:
             unfuse_projections_(model)
         torch.backends.cuda.preferred_blas_library(blas0)
@@ -132,6 +222,8 @@ def _print_row(r: dict) -> None:
           f"{r['pipelined_p50_ms']:8.3f} {r['pipelined_roofline']:7.3f}   "
           f"{max(r['synced_graph_check_rel_err'], r['pipelined_graph_check_rel_err']):.1e} "
           f"{r['seconds']:6.0f}{fuse}", flush=True)
+    if "kernels" in r:
+        _print_breakdown(r["variant"], r["kernels"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,12 +287,12 @@ def main(argv: list[str] | None = None) -> int:
             cost[v.compile] = max(cost[v.compile] * 0.5, row["seconds"])
         rows.append(row)
         _print_row(row)
+        if args.json:  # after every row: a run stopped by its time limit keeps what it measured
+            with open(args.json, "w") as f:
+                json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                           "transformers": transformers.__version__, "model": args.model, "context": args.context,
+                           "bytes_per_step": nbytes, "ceilings": ceil, "rows": rows}, f, indent=1)
     print(f"\ntotal {time.time() - start:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                       "transformers": transformers.__version__, "model": args.model, "context": args.context,
-                       "bytes_per_step": nbytes, "ceilings": ceil, "rows": rows}, f, indent=1)
     return 1 if any("error" in r for r in rows) else 0
 
 

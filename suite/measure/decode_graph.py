@@ -88,6 +88,7 @@ def decode_timings(
     model: Any, ids: Any, *, batch: int, context: int, tokens: int, warmup: int,
     repetitions: int, progress: Callable[..., Any], forward: Callable[..., Any] | None = None,
     modes: tuple[str, ...] = ("synced",), device: str = "cuda",
+    on_graph: Callable[[str, Any], None] | None = None,
 ) -> dict[str, tuple[list[float], float]]:
     """Per-step decode samples (ms) and the graph check error, for each timing mode, from one
     prefill and one static cache (so a compiled ``forward`` is not compiled twice).
@@ -97,6 +98,9 @@ def decode_timings(
     are computed inside the graph, so the steps are replayed back to back with no host work
     between them, as a serving loop that does not wait for each token would run; the argmax
     is then part of each step. The difference between the two is host latency the GPU sees.
+    ``on_graph(mode, replay)``: called after a mode's timing while its graph is alive;
+    ``replay()`` puts the cache back at the last timed step and replays the graph once (a
+    probe profiles it; replaying without the reset would run past the cache).
     """
     import torch
     from transformers import StaticCache
@@ -146,6 +150,13 @@ def decode_timings(
                 samples = _time_pipelined(graph, restart, tokens, warmup,
                                           progress(range(warmup + repetitions), desc=label, leave=False))
             results[mode] = (samples, err)
+            if on_graph is not None:
+
+                def replay(g: Any = graph, mode: str = mode) -> None:
+                    restart() if mode == "pipelined" else at(context + tokens - 1)
+                    g.replay()
+
+                on_graph(mode, replay)
             graph = logits = None
     cache = None
     torch.cuda.empty_cache()
