@@ -34,3 +34,13 @@ def cdiv(a: int, b: int) -> int:
 def hopper_or_newer(device: torch.device) -> bool:
     """A CUDA device of compute capability 9 or more (TMA, Hopper's shared memory)."""
     return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def spec_fields(spec: str, keys: dict[str, str]) -> dict[str, int]:
+    """``"bn=8,bk=512"`` -> ``{field: value}`` through ``keys`` (short key -> field name), for
+    configs whose fields are all integers; raises KeyError / ValueError on a bad part."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, val = (s.strip() for s in part.split("="))
+        out[keys[key]] = int(val)
+    return out

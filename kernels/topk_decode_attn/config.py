@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..launch import cdiv, is_pow2
+from ..launch import cdiv, is_pow2, spec_fields
 
 ENV = "SPARSEBENCH_DECODE_CONFIG"
 _KEYS = {"bn": "block_n", "w": "num_warps", "s": "num_stages", "p": "programs", "ms": "min_steps"}
@@ -41,12 +41,8 @@ class DecodeConfig:
 
     @classmethod
     def parse(cls, spec: str) -> DecodeConfig:
-        values: dict[str, int] = {}
         try:
-            for part in filter(None, (p.strip() for p in spec.split(","))):
-                key, val = (s.strip() for s in part.split("="))
-                values[_KEYS[key]] = int(val)
-            return cls(**values)
+            return cls(**spec_fields(spec, _KEYS))
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"{ENV}={spec!r}: expected e.g. '{cls().label()}' ({exc})") from None
 

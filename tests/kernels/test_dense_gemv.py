@@ -1,0 +1,115 @@
+"""The dense GEMV (one row of x, row-major weight) against its reference: odd shapes (no
+multiple of any tile, so the row clamp and the K mask run), every dtype, bias or not, a
+strided x, the registered op eagerly and under torch.compile, and the errors it raises.
+
+Outputs go into NaN-filled tensors, so an element the kernel forgets to write fails. On CPU
+this runs under the Triton interpreter (``TRITON_INTERPRET=1``, set by ``nox -s tests``).
+"""
+
+import pytest
+import torch
+
+from sparsebench.kernels.dense_gemv import dense_gemv, dense_gemv_ref, one_row_linear
+from sparsebench.kernels.dense_gemv.config import (
+    DEFAULT,
+    DenseGemvConfig,
+    default_config,
+    effective,
+)
+from sparsebench.kernels.tolerances import assert_close
+
+from .markers import DEVICE, needs_triton
+
+SMALL = (DenseGemvConfig(block_n=4, block_k=32, num_warps=4, num_stages=1),
+         DenseGemvConfig(block_n=8, block_k=16, num_warps=2, num_stages=2))
+# (N outputs, K inputs): 37 x 53 is no multiple of 4/8 rows or 16/32 columns; 300 x 64 has
+# an even K; 5 x 7 is smaller than one tile in both directions
+SHAPES = [(37, 53), (300, 64), (5, 7)]
+DTYPES = [torch.bfloat16, torch.float16, torch.float32]
+
+
+def test_hand_checked_case():
+    """y = W x for a 2 x 3 weight, worked out by hand: [1*1 + 2*0 + 3*(-1), 4*1 + 5*0 + 6*(-1)] + b."""
+    w = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    x = torch.tensor([[1.0, 0.0, -1.0]])
+    b = torch.tensor([0.5, -0.5])
+    assert torch.equal(dense_gemv_ref(x, w, b), torch.tensor([[-1.5, -2.5]]))
+
+
+@needs_triton
+@pytest.mark.parametrize("cfg", SMALL, ids=lambda c: c.label())
+@pytest.mark.parametrize("n,k", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_triton_matches_ref(cfg, n, k, dtype):
+    from sparsebench.kernels.dense_gemv.triton import dense_gemv_triton
+
+    g = torch.Generator().manual_seed(n * 1000 + k)
+    w = torch.randn(n, k, generator=g).to(DEVICE, dtype)
+    x = torch.randn(1, 1, k, generator=g).to(DEVICE, dtype)
+    b = torch.randn(n, generator=g).to(DEVICE, dtype)
+    for bias in (None, b):
+        out = torch.full((n,), float("nan"), device=DEVICE, dtype=dtype)
+        got = dense_gemv_triton(x, w, bias, config=cfg, out=out)
+        assert got.shape == (1, 1, n) and got.dtype == dtype
+        assert_close(got, dense_gemv_ref(x, w, bias))
+
+
+@needs_triton
+def test_strided_x_and_the_hand_case():
+    from sparsebench.kernels.dense_gemv.triton import dense_gemv_triton
+
+    w = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], device=DEVICE)
+    x = torch.tensor([[1.0, 9.0, 0.0, 9.0, -1.0, 9.0]], device=DEVICE)[:, ::2]  # [1, 0, -1], stride 2
+    got = dense_gemv_triton(x, w, torch.tensor([0.5, -0.5], device=DEVICE), config=SMALL[0])
+    assert torch.equal(got.cpu(), torch.tensor([[-1.5, -2.5]]))
+
+
+@needs_triton
+def test_registered_op_eager_and_compiled(monkeypatch):
+    from sparsebench.kernels.dense_gemv.triton import dense_gemv_op
+
+    monkeypatch.setenv("SPARSEBENCH_DENSE_GEMV_CONFIG", SMALL[0].label())
+    w = torch.randn(37, 53, device=DEVICE, dtype=torch.bfloat16)
+    x = torch.randn(1, 53, device=DEVICE, dtype=torch.bfloat16)
+    want = dense_gemv_ref(x, w)
+    assert_close(one_row_linear(x, w), want)
+    assert_close(torch.ops.sparsebench.dense_gemv(x, w, None, 4, 32, 4, 1), want)
+    compiled = torch.compile(lambda a, b: dense_gemv_op(a, b, config=SMALL[1]) * 2, backend="aot_eager",
+                             fullgraph=True)  # no graph break: the op is opaque to dynamo
+    assert_close(compiled(x, w), want * 2)
+
+
+@needs_triton
+def test_public_entry_dispatch():
+    w = torch.randn(37, 53, device=DEVICE)
+    x1, x3 = torch.randn(1, 53, device=DEVICE), torch.randn(3, 53, device=DEVICE)
+    assert_close(dense_gemv(x1, w, impl="ref"), dense_gemv_ref(x1, w))
+    assert_close(dense_gemv(x3, w, impl="triton"), dense_gemv_ref(x3, w))  # more rows: cuBLAS / torch
+
+
+@needs_triton
+def test_bad_operands_are_refused():
+    from sparsebench.kernels.dense_gemv.triton import dense_gemv_triton
+
+    w = torch.randn(8, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="one row"):
+        dense_gemv_triton(torch.randn(2, 16, device=DEVICE), w)
+    with pytest.raises(ValueError, match=r"x has 15 inputs but the weight is \[8, 16\]"):
+        dense_gemv_triton(torch.randn(1, 15, device=DEVICE), w)
+    with pytest.raises(ValueError, match="contiguous rows"):
+        dense_gemv_triton(torch.randn(1, 8, device=DEVICE), w.t())
+    with pytest.raises(ValueError, match="contiguous tensor of 8"):
+        dense_gemv_triton(torch.randn(1, 16, device=DEVICE), w, out=torch.empty(7, device=DEVICE))
+
+
+def test_config_parse_and_clip(monkeypatch):
+    assert DenseGemvConfig.parse("bn=16,bk=128") == DenseGemvConfig(block_n=16, block_k=128)
+    assert DenseGemvConfig.parse(DEFAULT.label()) == DEFAULT
+    for bad in ("bn=3", "bq=4", "bn=four", "s=0"):
+        with pytest.raises(ValueError, match="dense GEMV config|power of two|num_stages"):
+            DenseGemvConfig.parse(bad)
+    monkeypatch.setenv("SPARSEBENCH_DENSE_GEMV_CONFIG", "bn=2,bk=64,w=1,s=2")
+    assert default_config(10, 10) == DenseGemvConfig(2, 64, 1, 2)
+    # tiles clipped to the problem; one program per block of rows
+    assert effective(DenseGemvConfig(block_n=8, block_k=512), 5, 7) == (8, 16, 1)
+    assert effective(DenseGemvConfig(block_n=4, block_k=256), 4096, 14336) == (4, 256, 1024)
