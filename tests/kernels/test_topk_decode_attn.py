@@ -264,3 +264,75 @@ def test_gpu_configs_capture_in_a_graph(spec):
     sel = select_pages_ref(q, kmin, kmax, pt, sl, 64, 32, "kv")
     assert_close(want, topk_decode_attention_ref(q, kp, vp, pt, sl, sel))
     assert torch.equal(graph_replay(step), want)
+
+
+# ---- decode attention straight over a contiguous static cache ------------------------------
+
+def _static_ref(q, k, v, lens, scale):
+    """Softmax attention of each sequence's one query over its first lens[b] tokens, in fp32."""
+    g = q.shape[1] // k.shape[1]
+    out = []
+    for b in range(q.shape[0]):
+        n = int(lens[b])
+        kk = k[b, :, :n].float().repeat_interleave(g, 0)
+        vv = v[b, :, :n].float().repeat_interleave(g, 0)
+        p = ((q[b, :, 0].float()[:, None, :] * kk).sum(-1) * scale).softmax(-1)
+        out.append((p[:, :, None] * vv).sum(1))
+    return torch.stack(out).to(q.dtype)
+
+
+@needs_triton
+@pytest.mark.parametrize("L,lens", [(24, (13, 24)), (40, (1, 33)), (7, (7, 3))])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_static_cache_decode_matches_ref(L, lens, dtype):
+    from sparsebench.kernels.topk_decode_attn.static_cache import (
+        page_size_for,
+        static_decode_attention,
+    )
+
+    g = torch.Generator().manual_seed(L)
+    B, hq, hkv, D = 2, 4, 2, 16
+    q = torch.randn(B, hq, 1, D, generator=g).to(DEVICE, dtype)
+    k = torch.randn(B, hkv, L, D, generator=g).to(DEVICE, dtype)
+    v = torch.randn(B, hkv, L, D, generator=g).to(DEVICE, dtype)
+    seq = torch.tensor(lens, dtype=torch.int32, device=DEVICE)
+    want = _static_ref(q, k, v, seq, 0.3)
+    for b, n in enumerate(lens):  # the unfilled end of the cache is never read
+        k[b, :, n:] = float("nan")
+        v[b, :, n:] = float("nan")
+    got = static_decode_attention(q, k, v, seq, 0.3, impl="triton")
+    assert got.shape == (B, hq, D) and L % page_size_for(L) == 0
+    assert_close(got, want)
+
+
+@needs_triton
+def test_static_cache_op_and_plugin_under_compile():
+    from sparsebench.kernels.topk_decode_attn.static_cache import static_decode
+
+    q = torch.randn(1, 4, 1, 16, device=DEVICE)
+    k, v = torch.randn(1, 2, 16, 16, device=DEVICE), torch.randn(1, 2, 16, 16, device=DEVICE)
+    seq = torch.tensor([9], dtype=torch.int32, device=DEVICE)
+    want = _static_ref(q, k, v, seq, 0.25)
+    assert_close(static_decode(q, k, v, seq, 0.25), want)
+    compiled = torch.compile(lambda *a: static_decode(*a, 0.25) + 1, backend="aot_eager", fullgraph=True)
+    assert_close(compiled(q, k, v, seq), want + 1)
+
+
+def test_static_cache_pages_view_and_refusals():
+    from sparsebench.kernels.topk_decode_attn.static_cache import (
+        cache_pages,
+        page_table,
+        static_decode_attention,
+    )
+
+    cache = torch.arange(2 * 3 * 8 * 4, dtype=torch.float32).reshape(2, 3, 8, 4)
+    pages = cache_pages(cache, 4)
+    table = page_table(2, 3, 2, torch.device("cpu"))
+    for b in range(2):
+        for p in range(2):  # logical page p of sequence b, head h == tokens 4p..4p+3 of the cache
+            for h in range(3):
+                assert torch.equal(pages[table[b, p], h], cache[b, h, 4 * p:4 * p + 4])
+    with pytest.raises(ValueError, match="contiguous"):
+        cache_pages(cache.transpose(1, 2), 4)
+    with pytest.raises(ValueError, match="one query token"):
+        static_decode_attention(torch.randn(2, 3, 2, 4), cache, cache, torch.tensor([3, 3]))
