@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One GPU lease, many steps: install, then each named step under its own time limit, every
 # output (records, logs) gathered into one archive under $OUT (the lease returns few files).
-#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP two4 spmm gemv int4 bsa topk probe e2e kv prefill stages
-#   (t:OP = only tests/kernels/test_OP.py; E2E_METHODS, E2E_PATH choose the end-to-end runs)
+#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP two4 spmm gemv dgemv sdattn int4 bsa topk probe e2e kv prefill stages
+#   (t:OP = only tests/kernels/test_OP.py; E2E_METHODS, E2E_PATH (one or more decode paths) choose the end-to-end runs;
+#   PROBE_ARGS, PROBE_LIMIT: the decode probe's options and time limit)
 # Records land in W/results/{runs,kernels}; copy them into results/ after checking them.
 # The GPU machine has no network: pydantic and its deps travel as wheels in .whl/ (see
 # benchmarks/NOTES.md for the pip download line).
@@ -42,11 +43,24 @@ for s in "$@"; do
         kv) step ${KV_LIMIT:-300} python3 benchmarks/kv_decode.py --results "$R" --profile "$PROFILE" ;;
         prefill) step ${PREFILL_LIMIT:-420} python3 benchmarks/sparse_prefill.py --results "$R" --profile "$PROFILE" ${PREFILL_ARGS:-} ;;
         stages) step ${STAGES_LIMIT:-120} python3 benchmarks/minference_stages.py --results "$R" --profile "$PROFILE" ;;
-        probe) step 240 python3 benchmarks/decode_probe.py --json "$W/probe.json" ;;
-        e2e) step ${E2E_LIMIT:-300} python3 -m sparsebench.benchgpu --models shape:llama-3.1-8b \
-                 --methods ${E2E_METHODS:-dense rtn teal magnitude wanda} --kernel fast \
-                 --decode-path "${E2E_PATH:-graph}" \
-                 --prefill-lengths 512 2048 --decode-context 512 --results "$R" --profile "$PROFILE" ;;
+        dgemv) step ${DGEMV_LIMIT:-240} python3 benchmarks/kernels/dense_gemv.py --results "$R" --profile "$PROFILE" \
+                   --best-to "$W/dense_gemv_best.txt"
+               if [ -z "${SPARSEBENCH_DENSE_GEMV_CONFIG:-}" ] && [ -s "$W/dense_gemv_best.txt" ]; then
+                   export SPARSEBENCH_DENSE_GEMV_CONFIG="$(cat "$W/dense_gemv_best.txt")"  # for later steps
+                   echo "SPARSEBENCH_DENSE_GEMV_CONFIG=$SPARSEBENCH_DENSE_GEMV_CONFIG" | tee -a "$LOG"
+               fi ;;
+        sdattn) step ${SDATTN_LIMIT:-90} python3 benchmarks/static_decode_attention.py --best-to "$W/static_decode_best.txt"
+                if [ -z "${SPARSEBENCH_DECODE_CONFIG:-}" ] && [ -s "$W/static_decode_best.txt" ]; then
+                    export SPARSEBENCH_DECODE_CONFIG="$(cat "$W/static_decode_best.txt")"  # for later steps
+                    echo "SPARSEBENCH_DECODE_CONFIG=$SPARSEBENCH_DECODE_CONFIG" | tee -a "$LOG"
+                fi ;;
+        probe) step ${PROBE_LIMIT:-240} python3 benchmarks/decode_probe.py --json "$W/probe.json" ${PROBE_ARGS:-} ;;
+        e2e) for path in ${E2E_PATH:-graph}; do  # several paths: one run each
+                 step ${E2E_LIMIT:-300} python3 -m sparsebench.benchgpu --models shape:llama-3.1-8b \
+                     --methods ${E2E_METHODS:-dense rtn teal magnitude wanda} --kernel fast \
+                     --decode-path "$path" \
+                     --prefill-lengths 512 2048 --decode-context 512 --results "$R" --profile "$PROFILE"
+             done ;;
         *) echo "unknown step $s" | tee -a "$LOG" ;;
     esac
 done

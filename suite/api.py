@@ -250,6 +250,10 @@ class CalibrationSpec(_Strict):
     batch_size: int = Field(8, ge=1)
 
 
+DECODE_PATHS = ("graph", "compile+graph", "compile-tuned+graph", "compile-tuned+gemv+graph")
+DecodePath = Literal["graph", "compile+graph", "compile-tuned+graph", "compile-tuned+gemv+graph"]
+
+
 class MeasureSpec(_Strict):
     """Latency/memory measurement: warm-up, repetitions and the batch x sequence grid."""
 
@@ -263,8 +267,10 @@ class MeasureSpec(_Strict):
     # GPU decode step: "graph" = eager forward captured in a CUDA graph; "compile+graph" =
     # torch.compile'd forward (fused elementwise kernels) captured in a CUDA graph;
     # "compile-tuned+graph" = the same with inductor's coordinate-descent tuning of its
-    # kernels (about twice the compile time; on an H200 0.76 of the roofline vs 0.69).
-    decode_path: Literal["graph", "compile+graph", "compile-tuned+graph"] = "graph"
+    # kernels (about twice the compile time; on an H200 0.76 of the roofline vs 0.69);
+    # "compile-tuned+gemv+graph" = that, with one-row linear products through the dense
+    # GEMV kernel plugin and SDPA swapped for eager attention (sparsebench.measure.decode_kernels).
+    decode_path: DecodePath = "graph"
     # Latency only: each decoder layer's q/k/v and gate/up projections computed as one GEMV
     # each (``sparsebench.measure.fuse``), as serving engines do. None = auto: on when
     # latency is measured on a GPU, off on a CPU. While None it is left out of the dumped

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .api import CalibrationSpec, MeasureSpec, MethodSpec, ModelRef, RunSpec, TaskSpec
+from .api import DECODE_PATHS, CalibrationSpec, MeasureSpec, MethodSpec, ModelRef, RunSpec, TaskSpec
 from .errors import SparsebenchError
 from .report import comparison_table
 from .runner import Runner
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-context", type=int, default=512)
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--repetitions", type=int, default=10)
-    p.add_argument("--decode-path", choices=["graph", "compile+graph", "compile-tuned+graph"], default="graph")
+    p.add_argument("--decode-path", choices=list(DECODE_PATHS), default="graph")
     p.add_argument("--no-fuse-projections", dest="fuse_projections", action="store_false", default=None,
                    help="measure with separate q/k/v and gate/up projections (default: fused, "
                         "one GEMV each; see sparsebench.measure.fuse)")

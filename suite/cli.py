@@ -34,6 +34,8 @@ def _on_off(text: str) -> bool | None:
 
 
 def base_parser() -> argparse.ArgumentParser:
+    from .api import DECODE_PATHS
+
     p = _Parser(prog="sparsebench", description="Benchmark LLM efficiency methods: accuracy, latency, memory.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -56,9 +58,10 @@ def base_parser() -> argparse.ArgumentParser:
     run.add_argument("--prefill-lengths", type=int, nargs="+")
     run.add_argument("--decode-context", type=int)
     run.add_argument("--decode-tokens", type=int)
-    run.add_argument("--decode-path", choices=["graph", "compile+graph", "compile-tuned+graph"],
+    run.add_argument("--decode-path", choices=list(DECODE_PATHS),
                      help="GPU decode step: eager forward in a CUDA graph (default), torch.compile'd, "
-                     "or compiled with inductor's coordinate-descent tuning")
+                     "compiled with inductor's coordinate-descent tuning, or that plus the dense GEMV "
+                     "kernel for one-row products and eager attention")
     run.add_argument("--fuse-projections", type=_on_off, metavar="on|off|auto",
                      help="latency only: q/k/v and gate/up of each layer as one GEMV each "
                      "(default auto: on for a GPU, off on a CPU)")

@@ -18,6 +18,8 @@ T = TypeVar("T")
 METHODS_GROUP = "sparsebench.methods"
 TASKS_GROUP = "sparsebench.tasks"
 EXECUTORS_GROUP = "sparsebench.executors"
+LINEAR_KERNELS_GROUP = "sparsebench.linear_kernels"
+ATTENTION_KERNELS_GROUP = "sparsebench.attention_kernels"
 
 
 class Registry(Generic[T]):
@@ -104,6 +106,22 @@ def executors() -> Registry[Any]:
     from .sweep.executor import Executor
 
     return _cached(EXECUTORS_GROUP, "executor", Executor)
+
+
+def linear_kernels() -> Registry[Any]:
+    """One-row linear kernels for the GPU decode path (callables with ``describe()``)."""
+    return _plain(LINEAR_KERNELS_GROUP, "linear kernel")
+
+
+def attention_kernels() -> Registry[Any]:
+    """Decode attention kernels over a contiguous KV cache (callables with ``describe()``)."""
+    return _plain(ATTENTION_KERNELS_GROUP, "attention kernel")
+
+
+def _plain(group: str, kind: str) -> Registry[Any]:
+    if group not in _CACHE:
+        _CACHE[group] = Registry(group, kind)
+    return _CACHE[group]
 
 
 _CACHE: dict[str, Registry[Any]] = {}

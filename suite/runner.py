@@ -329,7 +329,7 @@ class Runner:
         from .measure.latency import measure_decode, measure_prefill
 
         if gpu:
-            from .measure.decode_graph import measure_decode_graphed, measure_prefill_graphed
+            from .measure.decode_graph import measure_prefill_graphed
         memory.reset_peak(device)
         for b in m.batch_sizes:
             for s in m.prefill_lengths:
@@ -343,8 +343,10 @@ class Runner:
             name = f"decode_b{b}_c{m.decode_context}"
             kw = dict(batch=b, context=m.decode_context, tokens=m.decode_tokens, warmup=m.warmup,
                       repetitions=m.repetitions, progress=self.progress)
-            compile_mode = {"graph": None, "compile+graph": "default", "compile-tuned+graph": "tuned"}[m.decode_path]
-            graphed = (partial(measure_decode_graphed, model, ids, compile=compile_mode, **kw) if gpu else None)
+            compile_mode = {"graph": None, "compile+graph": "default", "compile-tuned+graph": "tuned",
+                            "compile-tuned+gemv+graph": "tuned"}[m.decode_path]
+            graphed = (partial(self._decode_graphed, rec, model, ids, m.decode_path, compile_mode, kw)
+                       if gpu else None)
             samples = self._graphed_or_eager(
                 rec, name, "decode_step", f"{m.decode_path}(static_cache)", "eager(dynamic_cache)",
                 graphed, partial(measure_decode, model, ids, device=device, **kw))
@@ -354,6 +356,21 @@ class Runner:
         for k, v in memory.read_peak(device).items():
             rec.add_metric(f"inference_{k}", Metric(value=v, direction="lower", unit="bytes"))
         rec.kernels.setdefault("timer", "cuda_events" if gpu else "perf_counter_ns")
+
+    @staticmethod
+    def _decode_graphed(rec: RunRecord, model: Any, ids: Any, path: str, compile_mode: str | None,
+                        kw: dict[str, Any]) -> tuple[list[float], float]:
+        """The graphed decode step; on the ``+gemv`` path inside ``decode_kernels.gemv_decode``."""
+        from .measure.decode_graph import measure_decode_graphed
+
+        if "+gemv" not in path:
+            return measure_decode_graphed(model, ids, compile=compile_mode, **kw)
+        from .measure.decode_kernels import gemv_decode
+
+        with gemv_decode(model, "cuda") as labels:
+            out = measure_decode_graphed(model, ids, compile=compile_mode, **kw)
+        rec.kernels.update(labels)
+        return out
 
     def _graphed_or_eager(self, rec: RunRecord, name: str, kernel_key: str, graph_label: str,
                           eager_label: str, graphed: Callable[[], tuple[list[float], float]] | None,

@@ -1,0 +1,126 @@
+"""The decode step's own kernels, for the ``compile-tuned+gemv+graph`` path (latency only).
+
+Profiled on an H200 (8B shape, bs 1, context 512, ``benchmarks/decode_probe.py ... +prof``),
+the compiled decode step spends ~87% of its time in the one-row matrix products and most
+of the rest in attention. Two changes, both undone when the step has been timed:
+
+* every one-row ``F.linear`` whose weight is a plain row-major matrix goes to a dense GEMV
+  kernel found through the ``sparsebench.linear_kernels`` entry points (the suite does not
+  import kernels): in the step it streamed weights at ~4.1 TB/s, where inductor's tuned
+  reduction with the RMSNorm or SiLU fused into it streamed ~3.4 TB/s. Products of more
+  rows, and layers a method replaced with its own modules, are left as they are;
+* a model on transformers' SDPA attention attends its one new token through a decode
+  attention kernel found through the ``sparsebench.attention_kernels`` entry points,
+  reading the static cache in place: with a mask (a static cache always passes one) SDPA
+  copies K/V to every query head first, then runs a kernel built for long queries. Other
+  calls (the prefill, a batch whose mask is not one contiguous run per row) still go to
+  SDPA. Without the plugin the eager (matmul + softmax) attention is used, which inductor
+  fuses and tunes. Another attention a method installed is kept.
+
+Accuracy never sees either: the tasks ran before, on the model as the method left it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+KERNEL = "dense_gemv"
+ATTENTION_KERNEL = "static_decode"
+ATTENTION = "sparsebench_decode"  # the name the attention function is registered under
+
+
+def _set_attention(model: Any, name: str) -> None:
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(name)
+    else:  # older transformers
+        model.config._attn_implementation = name
+
+
+def one_row(x: Any, weight: Any, device: str) -> bool:
+    """Whether the GEMV kernel takes this product: one row of x on ``device``, a 2-D weight
+    of x's dtype with contiguous rows."""
+    return (x.device.type == device and x.numel() == x.shape[-1] and weight.dim() == 2
+            and weight.dtype == x.dtype and weight.stride(-1) == 1)
+
+
+def seq_lens_from_mask(mask: Any) -> Any:
+    """Tokens each sequence attends: the allowed positions of its (last) query row of a
+    boolean ``[B, 1, q, L]`` mask. Right for a mask that allows one prefix per row (causal,
+    no padding: the latency measure's inputs); the decode graph's check against an eager
+    step and the fusion check's logits do not test this, so padded batches must not come here."""
+    import torch
+
+    return mask[:, 0, -1, :].sum(-1, dtype=torch.int32)
+
+
+def decode_attention_function(kernel: Any, device: str) -> Any:
+    """A transformers attention function: one query token with a boolean mask over a
+    contiguous cache on ``device`` goes to ``kernel``; everything else to SDPA."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+                  scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
+        if (query.shape[2] == 1 and query.device.type == device and attention_mask is not None
+                and attention_mask.dtype == torch.bool and attention_mask.dim() == 4
+                and attention_mask.shape[-1] == key.shape[2] and dropout == 0.0
+                and key.is_contiguous() and value.is_contiguous()):
+            scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+            out = kernel(query, key, value, seq_lens_from_mask(attention_mask), scale)  # [B, Hq, D]
+            return out.unsqueeze(1), None  # [B, 1, Hq, D], as the attention modules expect
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+
+    return attention
+
+
+def _register_attention(kernel: Any, device: str) -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(ATTENTION, decode_attention_function(kernel, device))
+    AttentionMaskInterface.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])  # boolean masks
+
+
+@contextmanager
+def gemv_decode(model: Any, device: str) -> Iterator[dict[str, str]]:
+    """Route one-row linear products to the GEMV plugin and SDPA attention to the decode
+    attention plugin (else eager) while the block runs; yields the labels for the record's
+    ``kernels`` (``decode_linear``, ``decode_attention``). Raises ``UsageError`` when no GEMV
+    plugin loads."""
+    import torch.nn.functional as F
+
+    from ..registry import attention_kernels, linear_kernels
+
+    kernel = linear_kernels().get(KERNEL)
+    original = F.linear
+
+    def linear(x: Any, weight: Any, bias: Any = None) -> Any:
+        if one_row(x, weight, device):
+            return kernel(x, weight, bias)
+        return original(x, weight, bias)
+
+    attention = getattr(model.config, "_attn_implementation", None)
+    swap_to = None
+    labels = {"decode_linear": f"{KERNEL}: {kernel.describe()} for one-row products, else F.linear",
+              "decode_attention": f"{attention} (as installed)"}
+    if attention == "sdpa":
+        if ATTENTION_KERNEL in attention_kernels():
+            attn_kernel = attention_kernels().get(ATTENTION_KERNEL)
+            _register_attention(attn_kernel, device)
+            swap_to = ATTENTION
+            labels["decode_attention"] = f"{ATTENTION_KERNEL}: {attn_kernel.describe()} for one token, else sdpa"
+        else:
+            swap_to = "eager"
+            labels["decode_attention"] = "eager (matmul + softmax, compiled): no attention kernel plugin loads"
+    F.linear = linear
+    try:
+        if swap_to:
+            _set_attention(model, swap_to)
+        yield labels
+    finally:
+        F.linear = original
+        if swap_to:
+            _set_attention(model, attention)
