@@ -31,6 +31,11 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def next_pow2(v: int) -> int:
+    """The smallest power of two >= ``v`` (1 for ``v <= 1``)."""
+    return 1 << max(0, int(v) - 1).bit_length()
+
+
 def hopper_or_newer(device: torch.device) -> bool:
     """A CUDA device of compute capability 9 or more (TMA, Hopper's shared memory)."""
     return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9

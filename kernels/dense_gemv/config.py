@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..launch import cdiv, is_pow2, spec_fields
+from ..launch import cdiv, is_pow2, next_pow2, spec_fields
 
 ENV = "SPARSEBENCH_DENSE_GEMV_CONFIG"
 _KEYS = {"bn": "block_n", "bk": "block_k", "w": "num_warps", "s": "num_stages"}
@@ -50,18 +50,18 @@ class DenseGemvConfig:
 DEFAULT = DenseGemvConfig(block_n=4, block_k=256, num_warps=2, num_stages=4)
 
 
-def default_config(n: int, k: int) -> DenseGemvConfig:
-    """The config a call without ``config=`` uses (the environment's, else ``DEFAULT``)."""
+def default_config() -> DenseGemvConfig:
+    """The config a call without ``config=`` uses, for every shape (the environment's, else ``DEFAULT``)."""
     spec = os.environ.get(ENV, "").strip()
     return DenseGemvConfig.parse(spec) if spec else DEFAULT
 
 
 def describe_defaults() -> str:
-    return default_config(0, 0).label()
+    return default_config().label()
 
 
 def effective(cfg: DenseGemvConfig, n: int, k: int) -> tuple[int, int, int]:
     """(block_n, block_k, programs): tiles no larger than the problem needs."""
-    block_n = min(cfg.block_n, max(1, 1 << max(0, n - 1).bit_length()))
-    block_k = min(cfg.block_k, max(16, 1 << max(0, k - 1).bit_length()))
+    block_n = min(cfg.block_n, next_pow2(n))
+    block_k = min(cfg.block_k, max(16, next_pow2(k)))
     return block_n, block_k, cdiv(n, block_n)

@@ -58,16 +58,6 @@ def _check(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return xv if xv.stride(0) == 1 else xv.contiguous()
 
 
-def _launch(launcher, xv: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor,
-            cfg: DenseGemvConfig) -> None:
-    n, k = weight.shape
-    block_n, block_k, programs = effective(cfg, n, k)
-    launcher[(programs,)](
-        xv, weight, bias if bias is not None else y, y, n, k, weight.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, EVEN_K=k % block_k == 0,
-        NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
-
-
 def dense_gemv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                       config: DenseGemvConfig | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """``x [..., K]`` holding one row, ``weight [N, K]`` with contiguous rows -> ``[..., N]``."""
@@ -76,7 +66,12 @@ def dense_gemv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     y = out if out is not None else torch.empty(n, dtype=x.dtype, device=x.device)
     if y.numel() != n or y.dtype != x.dtype or not y.is_contiguous():
         raise ValueError(f"out must be a contiguous tensor of {n} {x.dtype} values")
-    _launch(_dense_gemv_kernel, xv, weight, bias, y, config or default_config(n, k))
+    cfg = config or default_config()
+    block_n, block_k, programs = effective(cfg, n, k)
+    _dense_gemv_kernel[(programs,)](
+        xv, weight, bias if bias is not None else y, y, n, k, weight.stride(0),
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, EVEN_K=k % block_k == 0,
+        NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
     return y.reshape(*x.shape[:-1], n)
 
 
@@ -96,5 +91,5 @@ def dense_gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                   config: DenseGemvConfig | None = None) -> torch.Tensor:
     """The same product as a registered op (``torch.ops.sparsebench.dense_gemv``): an opaque
     call that ``torch.compile`` keeps in its graph (no graph break, nothing fused into it)."""
-    cfg = config or default_config(*weight.shape)
+    cfg = config or default_config()
     return _dense_gemv_op(x, weight, bias, cfg.block_n, cfg.block_k, cfg.num_warps, cfg.num_stages)

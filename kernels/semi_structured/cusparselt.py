@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..launch import next_pow2
 from ..tuning import time_ms
 
 # cuSPARSELt shape rules for 16-bit inputs (torch's _DTYPE_SHAPE_CONSTRAINTS for the backend):
@@ -78,7 +79,7 @@ def padded_m(m: int) -> int:
 
 def m_bucket(m: int) -> int:
     """Tuning granularity: the next power of two of the padded row count."""
-    return 1 << (padded_m(m) - 1).bit_length()
+    return next_pow2(padded_m(m))
 
 
 def matmul(x2d: torch.Tensor, packed: torch.Tensor, cfg: CsltConfig = DEFAULT) -> torch.Tensor:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from ..launch import cdiv, is_pow2
+from ..launch import cdiv, is_pow2, next_pow2
 
 KINDS = ("mask", "compact")
 REDUCES = ("fused", "launch")
@@ -45,10 +45,6 @@ _KEYS = {"kind": "kind", "bn": "block_n", "bk": "block_k", "w": "num_warps", "s"
          "p": "programs", "r": "reduce", "dot": "dot", "xp": "pairs", "mk": "min_k_blocks",
          "pre": "prepass"}
 REDUCE_NONE, REDUCE_LAUNCH, REDUCE_FUSED = 0, 1, 2
-
-
-def nextis_pow2(v: int) -> int:
-    return 1 << max(0, int(v) - 1).bit_length()
 
 
 @dataclass(frozen=True)
@@ -188,8 +184,8 @@ def plan(m: int, n: int, k: int, sm_count: int, cfg: GemvConfig, elem_bytes: int
     """Tiles and split-K for an ``[m, k] x [k, n]`` launch on ``sm_count`` SMs (``x_aligned``:
     x starts on a 4-byte boundary, as needed to read it in pairs)."""
     use_dot = m > 1 or cfg.dot
-    block_n = min(cfg.block_n, max(16, nextis_pow2(n)))
-    block_k = min(cfg.block_k, max(8, nextis_pow2(k)))
+    block_n = min(cfg.block_n, max(16, next_pow2(n)))
+    block_k = min(cfg.block_k, max(8, next_pow2(k)))
     if use_dot:
         block_k = max(16, block_k)
     n_tiles = cdiv(n, block_n)
@@ -198,7 +194,7 @@ def plan(m: int, n: int, k: int, sm_count: int, cfg: GemvConfig, elem_bytes: int
     splits = max(1, min(max_splits, cdiv(target, n_tiles)))
     k_per_split = cdiv(cdiv(k, splits), block_k) * block_k
     splits = cdiv(k, k_per_split)
-    rows = nextis_pow2(m)
+    rows = next_pow2(m)
     if splits == 1:
         reduce = REDUCE_NONE
     else:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..dispatch import choose_impl
+from ..launch import next_pow2
 from . import ref
 from .ref import PackedWeight, pack, unpack
 
@@ -44,7 +45,7 @@ def spmm(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor | None = None
 
 
 def _m_bucket(m: int) -> int:
-    return 1 << (max(m, 1) - 1).bit_length()
+    return next_pow2(m)
 
 
 def tune(packed: PackedWeight, m: int, log: list[str] | None = None) -> dict[str, int]:

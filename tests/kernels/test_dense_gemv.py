@@ -109,7 +109,7 @@ def test_config_parse_and_clip(monkeypatch):
         with pytest.raises(ValueError, match="dense GEMV config|power of two|num_stages"):
             DenseGemvConfig.parse(bad)
     monkeypatch.setenv("SPARSEBENCH_DENSE_GEMV_CONFIG", "bn=2,bk=64,w=1,s=2")
-    assert default_config(10, 10) == DenseGemvConfig(2, 64, 1, 2)
+    assert default_config() == DenseGemvConfig(2, 64, 1, 2)
     # tiles clipped to the problem; one program per block of rows
     assert effective(DenseGemvConfig(block_n=8, block_k=512), 5, 7) == (8, 16, 1)
     assert effective(DenseGemvConfig(block_n=4, block_k=256), 4096, 14336) == (4, 256, 1024)
