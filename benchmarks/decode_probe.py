@@ -94,13 +94,6 @@ def parse_variant(text: str) -> Variant:
     return v
 
 
-def _set_attn(model, name: str) -> None:
-    if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(name)
-    else:  # older transformers
-        model.config._attn_implementation = name
-
-
 def kernel_breakdown(replay, replays: int = 8, top: int = 25) -> dict:
     """What one graph replay (``replay()``) runs on the GPU: kernels per step, the time they
     keep the GPU busy against the span from the step's first kernel start to its last kernel
@@ -160,7 +153,7 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
     import torch
 
     from sparsebench.measure.decode_graph import decode_timings
-    from sparsebench.measure.decode_kernels import gemv_decode
+    from sparsebench.measure.decode_kernels import gemv_decode, set_attention
     from sparsebench.measure.fuse import fuse_checked_, unfuse_projections_
     from sparsebench.measure.stats import percentile
 
@@ -173,7 +166,7 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
     try:
         row.update(routed.__enter__())
         if v.attn:
-            _set_attn(model, v.attn)
+            set_attention(model, v.attn)
         if v.lt:
             torch.backends.cuda.preferred_blas_library("cublaslt")
         if v.fuse:
@@ -205,7 +198,7 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
             unfuse_projections_(model)
         torch.backends.cuda.preferred_blas_library(blas0)
         if v.attn:
-            _set_attn(model, attn0)
+            set_attention(model, attn0)
         torch._dynamo.reset()
         torch.cuda.empty_cache()
     row["seconds"] = time.time() - t0

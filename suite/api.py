@@ -15,7 +15,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -250,8 +250,8 @@ class CalibrationSpec(_Strict):
     batch_size: int = Field(8, ge=1)
 
 
-DECODE_PATHS = ("graph", "compile+graph", "compile-tuned+graph", "compile-tuned+gemv+graph")
 DecodePath = Literal["graph", "compile+graph", "compile-tuned+graph", "compile-tuned+gemv+graph"]
+DECODE_PATHS: tuple[str, ...] = get_args(DecodePath)
 
 
 class MeasureSpec(_Strict):
@@ -268,8 +268,9 @@ class MeasureSpec(_Strict):
     # torch.compile'd forward (fused elementwise kernels) captured in a CUDA graph;
     # "compile-tuned+graph" = the same with inductor's coordinate-descent tuning of its
     # kernels (about twice the compile time; on an H200 0.76 of the roofline vs 0.69);
-    # "compile-tuned+gemv+graph" = that, with one-row linear products through the dense
-    # GEMV kernel plugin and SDPA swapped for eager attention (sparsebench.measure.decode_kernels).
+    # "compile-tuned+gemv+graph" = that, with one-row linear products through the dense GEMV
+    # kernel plugin and one-token SDPA attention through the static-cache decode attention
+    # plugin (eager attention without it; sparsebench.measure.decode_kernels).
     decode_path: DecodePath = "graph"
     # Latency only: each decoder layer's q/k/v and gate/up projections computed as one GEMV
     # each (``sparsebench.measure.fuse``), as serving engines do. None = auto: on when

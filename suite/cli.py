@@ -61,7 +61,7 @@ def base_parser() -> argparse.ArgumentParser:
     run.add_argument("--decode-path", choices=list(DECODE_PATHS),
                      help="GPU decode step: eager forward in a CUDA graph (default), torch.compile'd, "
                      "compiled with inductor's coordinate-descent tuning, or that plus the dense GEMV "
-                     "kernel for one-row products and eager attention")
+                     "kernel for one-row products and the decode attention kernel over the static cache")
     run.add_argument("--fuse-projections", type=_on_off, metavar="on|off|auto",
                      help="latency only: q/k/v and gate/up of each layer as one GEMV each "
                      "(default auto: on for a GPU, off on a CPU)")

@@ -110,24 +110,18 @@ def executors() -> Registry[Any]:
 
 def linear_kernels() -> Registry[Any]:
     """One-row linear kernels for the GPU decode path (callables with ``describe()``)."""
-    return _plain(LINEAR_KERNELS_GROUP, "linear kernel")
+    return _cached(LINEAR_KERNELS_GROUP, "linear kernel", None)
 
 
 def attention_kernels() -> Registry[Any]:
     """Decode attention kernels over a contiguous KV cache (callables with ``describe()``)."""
-    return _plain(ATTENTION_KERNELS_GROUP, "attention kernel")
-
-
-def _plain(group: str, kind: str) -> Registry[Any]:
-    if group not in _CACHE:
-        _CACHE[group] = Registry(group, kind)
-    return _CACHE[group]
+    return _cached(ATTENTION_KERNELS_GROUP, "attention kernel", None)
 
 
 _CACHE: dict[str, Registry[Any]] = {}
 
 
-def _cached(group: str, kind: str, base: type) -> Registry[Any]:
+def _cached(group: str, kind: str, base: type | None) -> Registry[Any]:
     if group not in _CACHE:
         _CACHE[group] = Registry(group, kind, base)
     return _CACHE[group]

@@ -31,7 +31,8 @@ ATTENTION_KERNEL = "static_decode"
 ATTENTION = "sparsebench_decode"  # the name the attention function is registered under
 
 
-def _set_attention(model: Any, name: str) -> None:
+def set_attention(model: Any, name: str) -> None:
+    """Switch a transformers model's attention implementation by name."""
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(name)
     else:  # older transformers
@@ -118,9 +119,9 @@ def gemv_decode(model: Any, device: str) -> Iterator[dict[str, str]]:
     F.linear = linear
     try:
         if swap_to:
-            _set_attention(model, swap_to)
+            set_attention(model, swap_to)
         yield labels
     finally:
         F.linear = original
         if swap_to:
-            _set_attention(model, attention)
+            set_attention(model, attention)
