@@ -30,7 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..launch import sm_count, workspace
+from ..launch import arrival_counters, sm_count, workspace
 from . import MAX_ROWS
 from .config import (
     DEFAULTS,
@@ -340,21 +340,8 @@ def _reduce_kernel(part_ptr, bias_ptr, y_ptr, M, N, splits,
     _sum_partials(part_ptr, bias_ptr, y_ptr, offs_n, offs_n < N, M, N, splits, HAS_BIAS, RS, BLOCK_N)
 
 
-_COUNTERS: dict[tuple[str, int | None], list[torch.Tensor]] = {}
 _PLANS: dict[tuple, Plan] = {}
 _REDUCE_BLOCK_N = 128
-
-
-def _counters(device: torch.device, n: int) -> torch.Tensor:
-    """Zeroed arrival counters, one per column tile, reset by the kernel after use. Buffers are
-    kept for the life of the process: a captured CUDA graph may still point at an old one.
-    Calls on one stream share them; make a first call before capturing a CUDA graph (as
-    warm-ups do), else the zeroing happens only when the graph replays."""
-    key = (device.type, device.index)
-    bufs = _COUNTERS.setdefault(key, [])
-    if not bufs or bufs[-1].numel() < n:
-        bufs.append(torch.zeros(max(n, 4096), dtype=torch.int32, device=device))
-    return bufs[-1]
 
 
 def launch_plan(m: int, n: int, k: int, device: torch.device, cfg: GemvConfig, elem_bytes: int = 2,
@@ -408,7 +395,7 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
         raise ValueError(f"out must be a contiguous [{m}, {n}] {x.dtype} tensor")
     b = bias if bias is not None else out
     part = out if p.reduce == REDUCE_NONE else workspace((p.splits, m, n), torch.float32, x.device)
-    cnt = _counters(x.device, p.n_tiles) if p.reduce == REDUCE_FUSED else part
+    cnt = arrival_counters(x.device, p.n_tiles) if p.reduce == REDUCE_FUSED else part
     common = dict(PER_CHANNEL=per_channel, HAS_BIAS=bias is not None, REDUCE=p.reduce, RS=p.reduce_rows,
                   BLOCK_M=p.block_m, BLOCK_N=p.block_n, BLOCK_K=p.block_k, NUM_STAGES=cfg.num_stages,
                   USE_DOT=p.use_dot, FOLD=p.fold, DOT_F32=INTERPRET or x.dtype == torch.float32,
