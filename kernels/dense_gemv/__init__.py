@@ -53,6 +53,13 @@ class OneRowLinear:
 
         return dense_gemv_op(x, weight, bias)
 
+    def normed(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, norm_weight: torch.Tensor,
+               eps: float) -> torch.Tensor:
+        """The product of the RMS-normalised row (``ref.dense_gemv_ref`` with ``norm_weight``):
+        the norm costs no kernel of its own."""
+        from .triton import dense_gemv_op
+
+        return dense_gemv_op(x, weight, bias, norm_weight=norm_weight, eps=eps)
     def describe(self) -> str:
         from .config import describe_defaults
 

@@ -1,16 +1,24 @@
 """The definition of the dense GEMV: ``y = x @ W^T (+ bias)`` accumulated in fp32, rounded
-to ``x``'s dtype. ``W`` is ``[N, K]`` row-major, as ``nn.Linear`` stores it."""
+to ``x``'s dtype. ``W`` is ``[N, K]`` row-major, as ``nn.Linear`` stores it.
+
+With ``norm_weight`` (``g``, ``[K]``) x is RMS-normalised first, in fp32 and not rounded in
+between: ``y = W (g * x / sqrt(mean(x^2) + eps)) + b`` (the RMSNorm of Llama-family models
+folded into the product that reads its output)."""
 
 from __future__ import annotations
 
 import torch
 
 
-def dense_gemv_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def dense_gemv_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                   norm_weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
     n, k = weight.shape
     if x.shape[-1] != k:
         raise ValueError(f"x has {x.shape[-1]} inputs but the weight is [{n}, {k}]")
-    y = x.reshape(-1, k).float() @ weight.float().t()
+    xf = x.reshape(-1, k).float()
+    if norm_weight is not None:
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * norm_weight.float()
+    y = xf @ weight.float().t()
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype).reshape(*x.shape[:-1], n)

@@ -6,6 +6,10 @@ accumulator, so the loop has no reduction in it; the rows are summed once at the
 loop is software-pipelined (``num_stages`` tiles in flight as asynchronous copies), which is
 what keeps enough bytes in flight per SM for the weight stream to approach the bandwidth.
 Rows past N are clamped to row 0 (read, never stored), so the weight loads need no row mask.
+
+Launched with programmatic dependent launch (``kernels.launch.pdl``), a program loads its
+first weight tile, lets the next kernel launch, and only then waits for the kernel before
+it (which writes x): the weight stream starts while that kernel drains.
 """
 
 from __future__ import annotations
@@ -14,32 +18,64 @@ import torch
 import triton
 import triton.language as tl
 
+from ..launch import pdl
 from .config import DenseGemvConfig, default_config, effective
 
 __all__ = ["dense_gemv_op", "dense_gemv_triton"]
 
 
 @triton.jit
-def _dense_gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, K, stride_wn,
-                       HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr):
+def _x_tile(x_ptr, g_ptr, ks, k_ok, EVEN: tl.constexpr, NORM: tl.constexpr):
+    """x[ks] in fp32 (times the norm weight with NORM) and its squares (for the RMS)."""
+    if EVEN:
+        x = tl.load(x_ptr + ks).to(tl.float32)
+    else:
+        x = tl.load(x_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)
+    sq = x * x
+    if NORM:
+        if EVEN:
+            x = x * tl.load(g_ptr + ks).to(tl.float32)
+        else:
+            x = x * tl.load(g_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)
+    return x, sq
+
+
+@triton.jit
+def _dense_gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, y_ptr, N, K, stride_wn, eps,
+                       HAS_BIAS: tl.constexpr, NORM: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr,
+                       PDL: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     r_ok = rows < N
     rows_safe = tl.where(r_ok, rows, 0)
     cols = tl.arange(0, BLOCK_K)
     w_ptrs = w_ptr + rows_safe.to(tl.int64)[:, None] * stride_wn + cols[None, :]
-    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    for k0 in tl.range(0, K, BLOCK_K, num_stages=NUM_STAGES):
+    ss = tl.zeros((BLOCK_K,), dtype=tl.float32)  # sum of x^2 (NORM), by column of the tile
+    if PDL:  # first tile peeled: its weight load is issued before waiting for x's writer
+        k_ok0 = cols < K
+        w = tl.load(w_ptrs, mask=k_ok0[None, :], other=0.0, eviction_policy="evict_first")
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
+        xk, sq = _x_tile(x_ptr, g_ptr, cols, k_ok0, False, NORM)
+        acc = w.to(tl.float32) * xk[None, :]
+        ss += sq
+        k_start = BLOCK_K
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        k_start = 0
+    for k0 in tl.range(k_start, K, BLOCK_K, num_stages=NUM_STAGES):
+        k_ok = k0 + cols < K
+        xk, sq = _x_tile(x_ptr, g_ptr, k0 + cols, k_ok, EVEN_K, NORM)
         if EVEN_K:
-            xk = tl.load(x_ptr + k0 + cols)
             w = tl.load(w_ptrs + k0, eviction_policy="evict_first")
         else:
-            k_ok = k0 + cols < K
-            xk = tl.load(x_ptr + k0 + cols, mask=k_ok, other=0.0)
             w = tl.load(w_ptrs + k0, mask=k_ok[None, :], other=0.0, eviction_policy="evict_first")
-        acc += w.to(tl.float32) * xk.to(tl.float32)[None, :]
+        acc += w.to(tl.float32) * xk[None, :]
+        ss += sq
     y = tl.sum(acc, axis=1)
+    if NORM:  # W (g * x * r) = r * (W (g * x)), r = 1 / sqrt(mean(x^2) + eps): one scalar per call
+        y = y * tl.math.rsqrt(tl.sum(ss, axis=0) / K + eps)
     if HAS_BIAS:
         y += tl.load(b_ptr + rows, mask=r_ok, other=0.0).to(tl.float32)
     tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=r_ok)
@@ -59,37 +95,50 @@ def _check(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def dense_gemv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                      config: DenseGemvConfig | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``x [..., K]`` holding one row, ``weight [N, K]`` with contiguous rows -> ``[..., N]``."""
+                      config: DenseGemvConfig | None = None, out: torch.Tensor | None = None,
+                      norm_weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """``x [..., K]`` holding one row, ``weight [N, K]`` with contiguous rows -> ``[..., N]``.
+    With ``norm_weight`` (``[K]``) x goes through an RMSNorm first: ``W (g * x / rms(x)) + b``,
+    ``rms(x) = sqrt(mean(x^2) + eps)``, computed on the fly (no normalised copy of x)."""
     n, k = weight.shape
     xv = _check(x, weight)
     y = out if out is not None else torch.empty(n, dtype=x.dtype, device=x.device)
     if y.numel() != n or y.dtype != x.dtype or not y.is_contiguous():
         raise ValueError(f"out must be a contiguous tensor of {n} {x.dtype} values")
+    g = y
+    if norm_weight is not None:
+        if norm_weight.shape != (k,):
+            raise ValueError(f"norm_weight must be [{k}], got {tuple(norm_weight.shape)}")
+        g = norm_weight if norm_weight.is_contiguous() else norm_weight.contiguous()
     cfg = config or default_config()
     block_n, block_k, programs = effective(cfg, n, k)
+    use_pdl = pdl(x.device)
     _dense_gemv_kernel[(programs,)](
-        xv, weight, bias if bias is not None else y, y, n, k, weight.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_K=block_k, EVEN_K=k % block_k == 0,
-        NUM_STAGES=cfg.num_stages, num_warps=cfg.num_warps)
+        xv, weight, bias if bias is not None else y, g, y, n, k, weight.stride(0), float(eps),
+        HAS_BIAS=bias is not None, NORM=norm_weight is not None, BLOCK_N=block_n, BLOCK_K=block_k,
+        EVEN_K=k % block_k == 0, NUM_STAGES=cfg.num_stages, PDL=use_pdl, num_warps=cfg.num_warps,
+        **({"launch_pdl": True} if use_pdl else {}))
     return y.reshape(*x.shape[:-1], n)
 
 
 @torch.library.custom_op("sparsebench::dense_gemv", mutates_args=())
-def _dense_gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, block_n: int, block_k: int,
+def _dense_gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   norm_weight: torch.Tensor | None, eps: float, block_n: int, block_k: int,
                    num_warps: int, num_stages: int) -> torch.Tensor:
     cfg = DenseGemvConfig(block_n=block_n, block_k=block_k, num_warps=num_warps, num_stages=num_stages)
-    return dense_gemv_triton(x, weight, bias, config=cfg)
+    return dense_gemv_triton(x, weight, bias, config=cfg, norm_weight=norm_weight, eps=eps)
 
 
 @_dense_gemv_op.register_fake
-def _(x, weight, bias, block_n, block_k, num_warps, num_stages):
+def _(x, weight, bias, norm_weight, eps, block_n, block_k, num_warps, num_stages):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 def dense_gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                  config: DenseGemvConfig | None = None) -> torch.Tensor:
+                  config: DenseGemvConfig | None = None, norm_weight: torch.Tensor | None = None,
+                  eps: float = 1e-6) -> torch.Tensor:
     """The same product as a registered op (``torch.ops.sparsebench.dense_gemv``): an opaque
     call that ``torch.compile`` keeps in its graph (no graph break, nothing fused into it)."""
     cfg = config or default_config()
-    return _dense_gemv_op(x, weight, bias, cfg.block_n, cfg.block_k, cfg.num_warps, cfg.num_stages)
+    return _dense_gemv_op(x, weight, bias, norm_weight, float(eps), cfg.block_n, cfg.block_k,
+                          cfg.num_warps, cfg.num_stages)

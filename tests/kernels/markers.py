@@ -12,3 +12,22 @@ needs_triton = pytest.mark.skipif(
     reason="needs triton and a GPU, or TRITON_INTERPRET=1 on CPU")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(),
                                 reason="needs a CUDA device")
+
+
+def force_pdl(monkeypatch, *modules):
+    """Take the programmatic-dependent-launch path of the kernels launched from ``modules``.
+    On a Hopper or newer GPU it is the real thing (``SPARSEBENCH_PDL=1``). The interpreter has
+    no grids to overlap, so there the two grid-dependency instructions become no-ops (what
+    they amount to when nothing overlaps) and what is checked is the path's own arithmetic
+    (the dense GEMV's peeled first tile)."""
+    if DEVICE == "cuda":
+        if torch.cuda.get_device_capability()[0] < 9:
+            pytest.skip("programmatic dependent launch needs a Hopper or newer GPU")
+        monkeypatch.setenv("SPARSEBENCH_PDL", "1")
+        return
+    import triton.language.extra.cuda as gdc
+
+    monkeypatch.setattr(gdc, "gdc_wait", lambda: None)
+    monkeypatch.setattr(gdc, "gdc_launch_dependents", lambda: None)
+    for module in modules:
+        monkeypatch.setattr(module, "pdl", lambda device: True)

@@ -18,7 +18,7 @@ from sparsebench.kernels.dense_gemv.config import (
 )
 from sparsebench.kernels.tolerances import assert_close
 
-from .markers import DEVICE, needs_triton
+from .markers import DEVICE, force_pdl, needs_cuda, needs_triton
 
 SMALL = (DenseGemvConfig(block_n=4, block_k=32, num_warps=4, num_stages=1),
          DenseGemvConfig(block_n=8, block_k=16, num_warps=2, num_stages=2))
@@ -55,6 +55,84 @@ def test_triton_matches_ref(cfg, n, k, dtype):
 
 
 @needs_triton
+@pytest.mark.parametrize("cfg", SMALL, ids=lambda c: c.label())
+@pytest.mark.parametrize("n,k", SHAPES + [(9, 16), (9, 33)])  # K of exactly one tile, one tile + 1
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_pdl_path_matches_ref(cfg, n, k, dtype, monkeypatch):
+    """Launched with programmatic dependent launch the first K tile is peeled off the loop."""
+    from sparsebench.kernels.dense_gemv import triton as kt
+
+    force_pdl(monkeypatch, kt)
+    g = torch.Generator().manual_seed(n + k)
+    w = torch.randn(n, k, generator=g).to(DEVICE, dtype)
+    x = torch.randn(1, k, generator=g).to(DEVICE, dtype)
+    b = torch.randn(n, generator=g).to(DEVICE, dtype)
+    out = torch.full((n,), float("nan"), device=DEVICE, dtype=dtype)
+    assert_close(kt.dense_gemv_triton(x, w, b, config=cfg, out=out), dense_gemv_ref(x, w, b))
+
+
+def test_hand_checked_norm_case():
+    """x = [3, 4]: mean(x^2) = 12.5, so with eps = 0 the normalised x is [3, 4] / sqrt(12.5);
+    times g = [2, 0] it is [6 / sqrt(12.5), 0], and W = [[1, 1], [0, 1]] gives [6 / sqrt(12.5), 0]."""
+    x = torch.tensor([3.0, 4.0])
+    w = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    got = dense_gemv_ref(x, w, norm_weight=torch.tensor([2.0, 0.0]), eps=0.0)
+    torch.testing.assert_close(got, torch.tensor([6 / 12.5 ** 0.5, 0.0]))
+
+
+@needs_triton
+@pytest.mark.parametrize("cfg", SMALL, ids=lambda c: c.label())
+@pytest.mark.parametrize("n,k", SHAPES + [(9, 16)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_norm_folded_matches_ref_and_the_model_norm(cfg, n, k, dtype):
+    """The RMSNorm folded into the product against its reference, and the reference against
+    normalising first the way transformers' Llama RMSNorm does (fp32, rounded once)."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from sparsebench.kernels.dense_gemv.triton import dense_gemv_triton
+
+    g = torch.Generator().manual_seed(7 * n + k)
+    w = torch.randn(n, k, generator=g).to(DEVICE, dtype)
+    x = (3 * torch.randn(1, 1, k, generator=g)).to(DEVICE, dtype)
+    gw = torch.rand(k, generator=g).add(0.5).to(DEVICE, dtype)
+    b = torch.randn(n, generator=g).to(DEVICE, dtype)
+    for bias in (None, b):
+        want = dense_gemv_ref(x, w, bias, norm_weight=gw, eps=1e-5)
+        out = torch.full((n,), float("nan"), device=DEVICE, dtype=dtype)
+        assert_close(dense_gemv_triton(x, w, bias, config=cfg, out=out, norm_weight=gw, eps=1e-5), want)
+    norm = LlamaRMSNorm(k, eps=1e-5).to(DEVICE, dtype)
+    with torch.no_grad():
+        norm.weight.copy_(gw)
+        assert_close(want, dense_gemv_ref(norm(x), w, b))
+
+
+@needs_triton
+def test_norm_folded_with_pdl(monkeypatch):
+    from sparsebench.kernels.dense_gemv import triton as kt
+
+    force_pdl(monkeypatch, kt)
+    g = torch.Generator().manual_seed(3)
+    w, x, gw = torch.randn(37, 53, generator=g), torch.randn(53, generator=g), torch.rand(53, generator=g)
+    w, x, gw = w.to(DEVICE), x.to(DEVICE), gw.to(DEVICE)
+    assert_close(kt.dense_gemv_triton(x, w, config=SMALL[1], norm_weight=gw, eps=1e-5),
+                 dense_gemv_ref(x, w, norm_weight=gw, eps=1e-5))
+
+
+def test_pdl_switch(monkeypatch):
+    """Off unless asked for, never on a CPU tensor, and a bad value says what is allowed."""
+    from sparsebench.kernels.launch import pdl
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("SPARSEBENCH_PDL", raising=False)
+    assert pdl(cpu) is False
+    monkeypatch.setenv("SPARSEBENCH_PDL", "1")
+    assert pdl(cpu) is False
+    monkeypatch.setenv("SPARSEBENCH_PDL", "yes")
+    with pytest.raises(ValueError, match="expected 1"):
+        pdl(cpu)
+
+
+@needs_triton
 def test_strided_x_and_the_hand_case():
     from sparsebench.kernels.dense_gemv.triton import dense_gemv_triton
 
@@ -73,10 +151,14 @@ def test_registered_op_eager_and_compiled(monkeypatch):
     x = torch.randn(1, 53, device=DEVICE, dtype=torch.bfloat16)
     want = dense_gemv_ref(x, w)
     assert_close(one_row_linear(x, w), want)
-    assert_close(torch.ops.sparsebench.dense_gemv(x, w, None, 4, 32, 4, 1), want)
+    assert_close(torch.ops.sparsebench.dense_gemv(x, w, None, None, 1e-6, 4, 32, 4, 1), want)
     compiled = torch.compile(lambda a, b: dense_gemv_op(a, b, config=SMALL[1]) * 2, backend="aot_eager",
                              fullgraph=True)  # no graph break: the op is opaque to dynamo
     assert_close(compiled(x, w), want * 2)
+    gw = torch.rand(53, device=DEVICE, dtype=torch.bfloat16) + 0.5
+    normed = torch.compile(lambda a, b, g: one_row_linear.normed(a, b, None, g, 1e-5) * 2, backend="aot_eager",
+                           fullgraph=True)
+    assert_close(normed(x, w, gw), dense_gemv_ref(x, w, norm_weight=gw, eps=1e-5) * 2)
 
 
 @needs_triton
@@ -113,3 +195,45 @@ def test_config_parse_and_clip(monkeypatch):
     # tiles clipped to the problem; one program per block of rows
     assert effective(DenseGemvConfig(block_n=8, block_k=512), 5, 7) == (8, 16, 1)
     assert effective(DenseGemvConfig(block_n=4, block_k=256), 4096, 14336) == (4, 256, 1024)
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_gpu_pdl_chain_in_a_graph(monkeypatch):
+    """A chain of products each reading what the one before wrote (8B shapes), launched with
+    programmatic dependent launch inside a CUDA graph: a kernel that read its x before the
+    wait would see the last replay's values, so the inputs change between replays."""
+    from sparsebench.kernels.dense_gemv import triton as kt
+
+    from .graphs import graph_replay
+
+    force_pdl(monkeypatch, kt)
+    g = torch.Generator().manual_seed(8)
+    ws = [torch.randn(n, k, generator=g).div(k ** 0.5).to("cuda", torch.bfloat16)
+          for n, k in ((6144, 4096), (4096, 6144), (14336, 4096), (4096, 14336))]
+    x = torch.randn(1, 4096, generator=g).to("cuda", torch.bfloat16)
+
+    def chain():
+        h = x * 2  # a torch kernel between the input and the first GEMV
+        for w in ws:
+            h = kt.dense_gemv_triton(h, w)
+        return h
+
+    def want():
+        h = x * 2
+        for w in ws:
+            h = dense_gemv_ref(h, w)
+        return h
+
+    out = graph_replay(chain)
+    assert_close(out, want())
+    x.normal_()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = chain()
+    for _ in range(3):
+        x.normal_()
+        graph.replay()
+        torch.cuda.synchronize()
+        assert_close(out, want())
+
