@@ -28,6 +28,8 @@ from sparsebench.kernels.tuning import back_to_back_ms, median
 CONFIGS = tuple(DecodeConfig.parse(s) for s in (
     STATIC_DEFAULT.label(), "bn=64,w=4,s=3,p=8", "bn=64,w=4,s=3,ms=1", "bn=32,w=4,s=2,ms=1", "bn=128,w=4,s=2,p=8",
     "bn=64,w=4,s=2,p=16", "bn=32,w=2,s=3,ms=1", "bn=64,w=8,s=3,ms=1", "bn=128,w=8,s=2,ms=1",
+    "bn=128,w=8,s=2,ms=1,fm=1", "bn=64,w=4,s=3,fm=1", "bn=64,w=4,s=3,ms=1,fm=1", "bn=128,w=4,s=2,ms=1,fm=1",
+    "bn=64,w=8,s=3,ms=1,fm=1",
 ))
 
 

@@ -52,15 +52,22 @@ def select_pages(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, page_t
 def topk_decode_attention(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, page_table: torch.Tensor,
                           seq_lens: torch.Tensor, selected_pages: torch.Tensor | None = None, *,
                           scale: float | None = None, impl: str = "auto", out: torch.Tensor | None = None,
-                          config: DecodeConfig | None = None) -> torch.Tensor:
+                          config: DecodeConfig | None = None, positions: bool = False) -> torch.Tensor:
     """One new token per sequence ``q [B, Hq, D]`` attending the tokens of ``selected_pages``
-    (``[B, S, k]`` logical pages with S = Hq, Hkv or 1; ``-1`` skipped; None = all pages)."""
+    (``[B, S, k]`` logical pages with S = Hq, Hkv or 1; ``-1`` skipped; None = all pages).
+    ``seq_lens``: ``[B]`` integers, or ``[B, L]`` bool rows whose count of True is the length
+    (an attention mask's last row); with ``positions``, ``[B]`` positions of the new tokens
+    (length = position + 1). The Triton kernel reads either form itself."""
     if choose_impl(impl, q) == "ref":
+        if positions:
+            seq_lens = seq_lens.to(torch.int32) + 1
+        elif seq_lens.dtype == torch.bool:
+            seq_lens = seq_lens.sum(-1, dtype=torch.int32)
         return topk_decode_attention_ref(q, k_pages, v_pages, page_table, seq_lens, selected_pages, scale)
     from .triton import topk_decode_attention_triton
 
     return topk_decode_attention_triton(q, k_pages, v_pages, page_table, seq_lens, selected_pages, scale=scale,
-                                        out=out, config=config)
+                                        out=out, config=config, positions=positions)
 
 
 def paged_decode_attention(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, page_table: torch.Tensor,

@@ -3,7 +3,8 @@
 ``DecodeConfig``: ``block_n`` keys per step (whole pages: ``block_n / page_size`` pages are
 gathered per step), ``num_warps``, ``num_stages`` (software pipelining of the gathers),
 ``programs`` (the programs to aim for through split-K; 0 = ``per_sm`` per SM),
-``min_steps`` (the fewest steps one split walks). Spec strings: ``"bn=64,w=4,s=3,p=0"``;
+``min_steps`` (the fewest steps one split walks), ``fused_merge`` (1: the last split of a row
+to finish merges the row's partials, no combine launch). Spec strings: ``"bn=64,w=4,s=3,p=0"``;
 ``SPARSEBENCH_DECODE_CONFIG`` sets the default of every call without ``config``.
 """
 
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from ..launch import cdiv, is_pow2, spec_fields
 
 ENV = "SPARSEBENCH_DECODE_CONFIG"
-_KEYS = {"bn": "block_n", "w": "num_warps", "s": "num_stages", "p": "programs", "ms": "min_steps"}
+_KEYS = {"bn": "block_n", "w": "num_warps", "s": "num_stages", "p": "programs", "ms": "min_steps",
+         "fm": "fused_merge"}
 PER_SM = 4
 
 
@@ -26,6 +28,7 @@ class DecodeConfig:
     num_stages: int = 3
     programs: int = 0
     min_steps: int = 2
+    fused_merge: int = 0
 
     def __post_init__(self) -> None:
         for name in ("block_n", "num_warps"):
@@ -34,10 +37,13 @@ class DecodeConfig:
                 raise ValueError(f"{name} must be a power of two, got {v}")
         if self.num_stages < 1 or self.programs < 0 or self.min_steps < 1:
             raise ValueError(f"bad stages/programs/min_steps in {self}")
+        if self.fused_merge not in (0, 1):
+            raise ValueError(f"fused_merge must be 0 or 1, got {self.fused_merge}")
 
     def label(self) -> str:
         return (f"bn={self.block_n},w={self.num_warps},s={self.num_stages},p={self.programs}"
-                + (f",ms={self.min_steps}" if self.min_steps != 2 else ""))
+                + (f",ms={self.min_steps}" if self.min_steps != 2 else "")
+                + (",fm=1" if self.fused_merge else ""))
 
     @classmethod
     def parse(cls, spec: str) -> DecodeConfig:

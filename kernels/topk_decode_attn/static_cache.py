@@ -22,11 +22,13 @@ from .config import ENV, DecodeConfig
 
 PAGE_SIZES = (32, 16, 8, 4, 2, 1)
 # Over a static cache of a few hundred to a few thousand slots the long-cache default (64 keys
-# a step, two steps a split, then a combine launch) leaves the kernel latency-bound. Timed on
-# an H200 (benchmarks/static_decode_attention.py, 8B heads, 32 caches back to back), per call:
-# 544 slots 8.85 us (long-cache default 10.05, SDPA with a mask 27.8); 2080 slots 17.2 (17.6,
-# 59.3); 8224 slots 46.7 (43.7, 189). ``SPARSEBENCH_DECODE_CONFIG`` overrides it.
-STATIC_DEFAULT = DecodeConfig(block_n=128, num_warps=8, num_stages=2, min_steps=1)
+# a step, two steps a split, then a combine launch) leaves the kernel latency-bound: one step
+# a split, and the row's last split merging the partials (no combine launch). Timed on an H200
+# (benchmarks/static_decode_attention.py, 8B heads, 32 caches back to back), us per call:
+# 544 slots 7.28 (with a combine launch 8.73, long-cache default 10.05, SDPA with a mask 27.8);
+# 2080 slots 13.2 (17.1, 17.6, 59.2); 8224 slots 27.0 (45.8, 43.7, 189).
+# ``SPARSEBENCH_DECODE_CONFIG`` overrides it.
+STATIC_DEFAULT = DecodeConfig(block_n=64, num_warps=8, num_stages=3, min_steps=1, fused_merge=1)
 
 
 def static_config() -> DecodeConfig:
@@ -67,9 +69,11 @@ def page_table(B: int, hkv: int, n_pages: int, device: torch.device) -> torch.Te
 
 def static_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_lens: torch.Tensor,
                             scale: float | None = None, impl: str = "auto",
-                            config: DecodeConfig | None = None) -> torch.Tensor:
+                            config: DecodeConfig | None = None, positions: bool = False) -> torch.Tensor:
     """``q [B, Hq, 1, D]`` (one new token per sequence) over the first ``seq_lens[b]`` tokens of
-    ``k``/``v [B, Hkv, L, D]`` -> ``[B, Hq, D]``."""
+    ``k``/``v [B, Hkv, L, D]`` -> ``[B, Hq, D]``. ``seq_lens`` may also be ``[B, L]`` bool (an
+    attention mask's last row, one allowed prefix per sequence): the kernel counts it; with
+    ``positions``, ``[B]`` positions of the new tokens (any stride: a column of position ids)."""
     from . import topk_decode_attention
 
     B, hq, one, D = q.shape
@@ -80,27 +84,27 @@ def static_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
     ps = page_size_for(k.shape[2])
     table = page_table(B, k.shape[1], k.shape[2] // ps, k.device)
     return topk_decode_attention(q[:, :, 0], cache_pages(k, ps), cache_pages(v, ps), table, seq_lens, None,
-                                 scale=scale, impl=impl, config=config or static_config())
+                                 scale=scale, impl=impl, config=config or static_config(), positions=positions)
 
 
 @torch.library.custom_op("sparsebench::static_decode_attention", mutates_args=())
 def _static_decode_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_lens: torch.Tensor,
-                      scale: float) -> torch.Tensor:
-    return static_decode_attention(q, k, v, seq_lens, scale)
+                      scale: float, positions: bool) -> torch.Tensor:
+    return static_decode_attention(q, k, v, seq_lens, scale, positions=positions)
 
 
 @_static_decode_op.register_fake
-def _(q, k, v, seq_lens, scale):
+def _(q, k, v, seq_lens, scale, positions):
     return q.new_empty((q.shape[0], q.shape[1], q.shape[3]))
 
 
 class StaticDecode:
-    """The ``sparsebench.attention_kernels`` plugin: ``(q, k, v, seq_lens, scale) -> [B, Hq, D]``
-    for one query token over a contiguous cache, and ``describe()`` for the record."""
+    """The ``sparsebench.attention_kernels`` plugin: ``(q, k, v, seq_lens, scale, positions=False)``
+    -> ``[B, Hq, D]`` for one query token over a contiguous cache, and ``describe()`` for the record."""
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_lens: torch.Tensor,
-                 scale: float) -> torch.Tensor:
-        return _static_decode_op(q, k, v, seq_lens, float(scale))
+                 scale: float, positions: bool = False) -> torch.Tensor:
+        return _static_decode_op(q, k, v, seq_lens, float(scale), positions)
 
     def describe(self) -> str:
         return f"topk_decode_attn split-K paged kernel over the static cache, every page ({static_config().label()})"

@@ -12,12 +12,14 @@ page's contiguous ``[page_size, D]`` K and V tiles through the page table; token
 sequence length (the last page's tail) or of ``-1`` entries are masked on load and in the
 scores. Online softmax in fp32 (exp2); the running max starts finite, so an empty split
 leaves (m, l, acc) = (-1e30, 0, 0). With one split the program writes the output; else each
-writes its partial (unnormalised acc, m, l) and ``_combine_kernel`` merges the splits of a
-row in split order (deterministic). No host synchronisation: capturable in a CUDA graph.
+writes its partial (unnormalised acc, m, l) and the splits of a row are merged in split order
+(deterministic), by ``_combine_kernel`` or, with ``fused_merge``, by the row's last split to
+finish (one launch less). No host synchronisation: capturable in a CUDA graph.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -26,7 +28,7 @@ import triton
 import triton.language as tl
 
 from ..block_sparse_attn.triton import online_softmax_step
-from ..launch import is_pow2, sm_count, workspace
+from ..launch import arrival_counters, is_pow2, pdl, sm_count, workspace
 from .config import DecodeConfig, SplitPlan, default_config, plan
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -76,11 +78,20 @@ def _page_score_kernel(q_ptr, mn_ptr, mx_ptr, pt_ptr, sl_ptr, out_ptr, max_pages
 
 
 @triton.jit
-def _decode_kernel(q_ptr, k_ptr, v_ptr, pt_ptr, sl_ptr, sel_ptr, o_ptr, po_ptr, pml_ptr,
-                   qk_scale, HQ, GROUP, ROWS, SEL_DIV, n_entries, per_split, n_splits,
-                   s_qb, s_qh, s_kp, s_kh, s_kt, s_vp, s_vh, s_vt, s_ptb, s_sb, s_sh, s_ob, s_oh,
+def _decode_kernel(q_ptr, k_ptr, v_ptr, pt_ptr, sl_ptr, sel_ptr, o_ptr, po_ptr, pml_ptr, cnt_ptr,
+                   qk_scale, HQ, GROUP, ROWS, SEL_DIV, n_entries, per_split, n_splits, mask_len,
+                   s_qb, s_qh, s_kp, s_kh, s_kt, s_vp, s_vh, s_vt, s_ptb, s_sb, s_sh, s_ob, s_oh, s_lb,
                    PAGE: tl.constexpr, PPS: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_D: tl.constexpr,
-                   DENSE: tl.constexpr, SPLIT: tl.constexpr, DOT_F32: tl.constexpr):
+                   DENSE: tl.constexpr, MERGE: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr,
+                   LEN_MODE: tl.constexpr):
+    """MERGE: 0 one split (the program writes the output), 1 partials merged by ``_combine_kernel``,
+    2 partials merged by the row's last split to finish (an integer atomic counts arrivals).
+    LEN_MODE: what ``sl_ptr`` holds per sequence (stride ``s_lb``), read here so that no kernel
+    of its own turns it into lengths: 0 the lengths, 1 a ``[mask_len]`` 0/1 row whose count of
+    ones is the length, 2 the position of the new token (length = position + 1)."""
+    if PDL:  # everything read here (q, the cache, the lengths) is written by earlier kernels
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     pid_s = tl.program_id(0)
     pid_r = tl.program_id(1)
     rows_per_b = HQ // ROWS
@@ -93,7 +104,16 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, pt_ptr, sl_ptr, sel_ptr, o_ptr, po_ptr, 
     h_ok = offs_h < ROWS
     b64 = b.to(tl.int64)
     q = tl.load(q_ptr + b64 * s_qb + (head0 + offs_h)[:, None] * s_qh + offs_d[None, :], mask=h_ok[:, None], other=0.0)
-    seq_len = tl.load(sl_ptr + b)
+    if LEN_MODE == 1:
+        seq_len = tl.zeros([], dtype=tl.int32)
+        for l0 in range(0, mask_len, 1024):
+            offs_l = l0 + tl.arange(0, 1024)
+            row = tl.load(sl_ptr + b64 * s_lb + offs_l, mask=offs_l < mask_len, other=0)
+            seq_len += tl.sum(row.to(tl.int32), axis=0)
+    elif LEN_MODE == 2:
+        seq_len = tl.load(sl_ptr + b64 * s_lb).to(tl.int32) + 1
+    else:
+        seq_len = tl.load(sl_ptr + b)
     lo = pid_s * per_split
     hi = tl.minimum(lo + per_split, n_entries)
     if DENSE:
@@ -126,25 +146,41 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, pt_ptr, sl_ptr, sel_ptr, o_ptr, po_ptr, 
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         p = tl.math.exp2(qk - m_new[:, None])
         acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, m_new, p, v, DOT_F32)
-    if SPLIT:
+    if MERGE == 0:
+        out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
+        tl.store(o_ptr + b64 * s_ob + (head0 + offs_h)[:, None] * s_oh + offs_d[None, :],
+                 out.to(o_ptr.dtype.element_ty), mask=h_ok[:, None])
+    else:
         part = pid_r.to(tl.int64) * n_splits + pid_s
         tl.store(po_ptr + (part * BLOCK_H + offs_h[:, None]) * HEAD_D + offs_d[None, :], acc)
         tl.store(pml_ptr + part * 2 * BLOCK_H + offs_h, m_i)
         tl.store(pml_ptr + part * 2 * BLOCK_H + BLOCK_H + offs_h, l_i)
-    else:
-        out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
-        tl.store(o_ptr + b64 * s_ob + (head0 + offs_h)[:, None] * s_oh + offs_d[None, :],
-                 out.to(o_ptr.dtype.element_ty), mask=h_ok[:, None])
+        if MERGE == 2:
+            tl.debug_barrier()  # every thread's partial is written before the arrival is counted
+            arrived = tl.atomic_add(cnt_ptr + pid_r, 1, sem="acq_rel", scope="gpu")
+            if arrived == n_splits - 1:  # the row's last split: every partial is visible
+                _merge_splits(po_ptr, pml_ptr, o_ptr, pid_r, b, head0, ROWS, n_splits, s_ob, s_oh,
+                              BLOCK_H, HEAD_D)
+                tl.atomic_xchg(cnt_ptr + pid_r, 0)  # ready for the next call (or graph replay)
 
 
 @triton.jit
 def _combine_kernel(po_ptr, pml_ptr, o_ptr, HQ, ROWS, n_splits, s_ob, s_oh,
-                    BLOCK_H: tl.constexpr, HEAD_D: tl.constexpr):
-    """Merge one row's split partials in split order: out = sum 2^(m_s - M) acc_s / sum 2^(m_s - M) l_s."""
+                    BLOCK_H: tl.constexpr, HEAD_D: tl.constexpr, PDL: tl.constexpr):
+    """One program per row: ``_merge_splits``."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     pid_r = tl.program_id(0)
     rows_per_b = HQ // ROWS
-    b = pid_r // rows_per_b
-    head0 = (pid_r % rows_per_b) * ROWS
+    _merge_splits(po_ptr, pml_ptr, o_ptr, pid_r, pid_r // rows_per_b, (pid_r % rows_per_b) * ROWS, ROWS,
+                  n_splits, s_ob, s_oh, BLOCK_H, HEAD_D)
+
+
+@triton.jit
+def _merge_splits(po_ptr, pml_ptr, o_ptr, pid_r, b, head0, ROWS, n_splits, s_ob, s_oh,
+                  BLOCK_H: tl.constexpr, HEAD_D: tl.constexpr):
+    """Merge one row's split partials in split order: out = sum 2^(m_s - M) acc_s / sum 2^(m_s - M) l_s."""
     offs_h = tl.arange(0, BLOCK_H)
     offs_d = tl.arange(0, HEAD_D)
     m_tot = tl.full([BLOCK_H], _NEG, dtype=tl.float32)
@@ -217,8 +253,10 @@ def launch_plan(q: torch.Tensor, n_entries: int, page_size: int, selection_rows:
 def topk_decode_attention_triton(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor,
                                  page_table: torch.Tensor, seq_lens: torch.Tensor,
                                  selected: torch.Tensor | None = None, *, scale: float | None = None,
-                                 out: torch.Tensor | None = None, config: DecodeConfig | None = None) -> torch.Tensor:
-    """``q [B, Hq, D]`` over the selected pages (None: all) -> ``[B, Hq, D]``."""
+                                 out: torch.Tensor | None = None, config: DecodeConfig | None = None,
+                                 positions: bool = False) -> torch.Tensor:
+    """``q [B, Hq, D]`` over the selected pages (None: all) -> ``[B, Hq, D]``. ``seq_lens``: see
+    ``topk_decode_attention``; ``positions``: it holds each new token's position instead."""
     B, hq, D = q.shape
     P, hkv, ps, Dk = k_pages.shape
     if v_pages.shape != k_pages.shape or Dk != D or hq % hkv:
@@ -231,7 +269,18 @@ def topk_decode_attention_triton(q: torch.Tensor, k_pages: torch.Tensor, v_pages
     k_pages = k_pages if k_pages.stride(-1) == 1 else k_pages.contiguous()
     v_pages = v_pages if v_pages.stride(-1) == 1 else v_pages.contiguous()
     pt = page_table if page_table.dtype == torch.int32 else page_table.to(torch.int32)
-    sl = seq_lens.to(device=q.device, dtype=torch.int32)
+    len_mode, mask_len, s_lb = 0, 0, 0
+    if positions:  # [B] positions of the new tokens (any stride): length = position + 1
+        if seq_lens.shape != (B,) or seq_lens.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"positions must be [{B}] int32/int64, got {tuple(seq_lens.shape)} {seq_lens.dtype}")
+        sl, len_mode, s_lb = seq_lens, 2, seq_lens.stride(0)
+    elif seq_lens.dtype == torch.bool:  # [B, L] rows whose count of True is each length
+        if seq_lens.dim() != 2 or seq_lens.shape[0] != B:
+            raise ValueError(f"seq_lens as a mask must be [{B}, L] bool, got {tuple(seq_lens.shape)}")
+        sl = (seq_lens if seq_lens.stride(-1) == 1 else seq_lens.contiguous()).view(torch.uint8)
+        len_mode, mask_len, s_lb = 1, sl.shape[1], sl.stride(0)
+    else:
+        sl = seq_lens.to(device=q.device, dtype=torch.int32)
     dense = selected is None
     if dense:
         sel, S, n_entries = pt, 1, pt.shape[1]
@@ -242,9 +291,7 @@ def topk_decode_attention_triton(q: torch.Tensor, k_pages: torch.Tensor, v_pages
         S, n_entries = sel.shape[1], sel.shape[2]
         sel = sel.expand(B, S, n_entries)
     cfg = config or default_config()
-    cfg_ps = cfg if cfg.block_n >= ps else DecodeConfig(block_n=ps, num_warps=cfg.num_warps,
-                                                        num_stages=cfg.num_stages, programs=cfg.programs,
-                                                        min_steps=cfg.min_steps)
+    cfg_ps = cfg if cfg.block_n >= ps else dataclasses.replace(cfg, block_n=ps)
     p, rows, sel_div = launch_plan(q, n_entries, ps, S, hkv, cfg_ps)
     n_rows = B * hq // rows
     block_h = max(16, triton.next_power_of_2(rows))
@@ -252,22 +299,27 @@ def topk_decode_attention_triton(q: torch.Tensor, k_pages: torch.Tensor, v_pages
         out = torch.empty((B, hq, D), dtype=q.dtype, device=q.device)
     elif out.shape != (B, hq, D) or out.dtype != q.dtype or out.stride(-1) != 1:
         raise ValueError(f"out must be a [{B}, {hq}, {D}] {q.dtype} tensor with a contiguous last dim")
-    split = p.splits > 1
-    if split:
+    merge = 0 if p.splits == 1 else 2 if cfg.fused_merge else 1
+    if merge:
         po = workspace((n_rows * p.splits * block_h * D,), torch.float32, q.device)
         pml = workspace((n_rows * p.splits * 2 * block_h,), torch.float32, q.device)
     else:
         po = pml = out
+    cnt = arrival_counters(q.device, n_rows) if merge == 2 else pml
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    use_pdl = pdl(q.device)
+    launch = {"launch_pdl": True} if use_pdl else {}
     _decode_kernel[(p.splits, n_rows)](
-        q, k_pages, v_pages, pt, sl, sel, out, po, pml,
+        q, k_pages, v_pages, pt, sl, sel, out, po, pml, cnt,
         scale * 1.4426950408889634, hq, hq // hkv, rows, sel_div, n_entries, p.per_split, p.splits,
+        mask_len,
         q.stride(0), q.stride(1), k_pages.stride(0), k_pages.stride(1), k_pages.stride(2),
         v_pages.stride(0), v_pages.stride(1), v_pages.stride(2), pt.stride(0), sel.stride(0), sel.stride(1),
-        out.stride(0), out.stride(1),
-        PAGE=ps, PPS=p.pages_per_step, BLOCK_H=block_h, HEAD_D=D, DENSE=dense, SPLIT=split,
-        DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    if split:
+        out.stride(0), out.stride(1), s_lb,
+        PAGE=ps, PPS=p.pages_per_step, BLOCK_H=block_h, HEAD_D=D, DENSE=dense, MERGE=merge,
+        DOT_F32=INTERPRET or q.dtype == torch.float32, PDL=use_pdl, LEN_MODE=len_mode, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages, **launch)
+    if merge == 1:
         _combine_kernel[(n_rows,)](po, pml, out, hq, rows, p.splits, out.stride(0), out.stride(1),
-                                   BLOCK_H=block_h, HEAD_D=D, num_warps=4)
+                                   BLOCK_H=block_h, HEAD_D=D, PDL=use_pdl, num_warps=4, **launch)
     return out

@@ -30,7 +30,7 @@ from sparsebench.kernels.topk_decode_attn import (
     topk_decode_attention_ref,
 )
 
-from .markers import DEVICE, needs_cuda, needs_triton
+from .markers import DEVICE, force_pdl, needs_cuda, needs_triton
 
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
 NAN = float("nan")
@@ -68,6 +68,7 @@ def _run(q, kp, vp, pt, sl, sel, cfg=None):
 SMALL = DecodeConfig(block_n=16, num_stages=2, programs=32, min_steps=1)  # one page a step (page 16)
 MULTI = DecodeConfig(block_n=32, num_stages=2, min_steps=1)  # two pages a step
 ONE = DecodeConfig(block_n=16, programs=1)  # one split: the kernel writes the output itself
+FUSED = DecodeConfig(block_n=16, num_stages=2, programs=32, min_steps=1, fused_merge=1)  # last split merges
 # (B, Hq, Hkv, seq lens, D, page size, dtype, selection, k, config)
 CASES = [
     (2, 4, 1, [1, 37], 64, 16, BF16, "head", 2, SMALL),
@@ -77,6 +78,9 @@ CASES = [
     (1, 2, 2, [130], 64, 16, F32, "shared", 9, DecodeConfig(block_n=64, num_stages=3, min_steps=1)),
     (2, 4, 1, [257, 1], 32, 16, F16, "kv", 4, ONE),
     (1, 4, 4, [257], 64, 32, BF16, "dense", 0, DecodeConfig()),  # the default config
+    (2, 4, 1, [1, 37], 64, 16, BF16, "head", 2, FUSED),
+    (2, 2, 2, [130, 257], 32, 16, F32, "dense", 0, FUSED),
+    (1, 4, 4, [257], 64, 32, F16, "kv", 6, DecodeConfig(fused_merge=1)),
 ]
 
 
@@ -122,6 +126,20 @@ def test_padding_entries_are_skipped_and_empty_rows_are_zero(poisoned):
     only = topk_decode_attention_ref(q, kp, vp, pt, sl, torch.tensor([[[0, 2]], [[0, 1]]], dtype=torch.int32,
                                                                       device=DEVICE))
     assert_close(got[0], only[0])
+
+
+@needs_triton
+def test_fused_merge_is_deterministic_and_resets_its_counters(poisoned):
+    """The last split to arrive merges in split order (so repeated calls agree bit for bit)
+    and zeroes its counter (so the next call, or graph replay, counts from zero)."""
+    from sparsebench.kernels import launch
+
+    q, _, _, kp, vp, pt, sl = _cache(2, 4, 1, [130, 257], 32, 16, F32, seed=4)
+    first = _run(q, kp, vp, pt, sl, None, FUSED)
+    assert torch.equal(_run(q, kp, vp, pt, sl, None, FUSED), first)
+    assert_close(first, topk_decode_attention_ref(q, kp, vp, pt, sl, None))
+    for buf in launch._COUNTERS[(q.device.type, q.device.index)]:
+        assert not buf.any()
 
 
 @needs_triton
@@ -248,7 +266,7 @@ def test_gpu_llama_decode_matches_ref(ctx, ps, budget, per, poisoned):
 
 @needs_cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("spec", ["bn=64,w=4,s=3", "bn=128,w=4,s=2", "bn=32,w=4,s=4,p=264"])
+@pytest.mark.parametrize("spec", ["bn=64,w=4,s=3", "bn=128,w=4,s=2", "bn=32,w=4,s=4,p=264", "bn=128,w=8,s=2,ms=1,fm=1"])
 def test_gpu_configs_capture_in_a_graph(spec):
     from .graphs import graph_replay
 
@@ -303,6 +321,44 @@ def test_static_cache_decode_matches_ref(L, lens, dtype):
     got = static_decode_attention(q, k, v, seq, 0.3, impl="triton")
     assert got.shape == (B, hq, D) and L % page_size_for(L) == 0
     assert_close(got, want)
+    rows = torch.arange(L, device=DEVICE)[None, :] < seq[:, None]  # lengths as mask rows, counted in the kernel
+    assert_close(static_decode_attention(q, k, v, rows, 0.3, impl="triton"), want)
+    assert_close(static_decode_attention(q, k, v, rows, 0.3, impl="ref"), want)
+    position_ids = torch.stack([seq - 3, seq - 1], 1).long()  # [B, 2]: the last column is the new token's
+    for impl in ("triton", "ref"):
+        assert_close(static_decode_attention(q, k, v, position_ids[:, -1], 0.3, impl=impl, positions=True), want)
+
+
+@needs_triton
+def test_static_cache_lengths_from_long_strided_mask_rows():
+    """Mask rows longer than the kernel's 1024-wide count step, read through a strided view
+    (the last query row of a ``[B, 1, q, L]`` mask), fused merge and plain combine alike."""
+    from sparsebench.kernels.topk_decode_attn.static_cache import static_decode_attention
+
+    g = torch.Generator().manual_seed(5)
+    B, hq, hkv, D, L = 2, 2, 1, 16, 1100
+    q = torch.randn(B, hq, 1, D, generator=g).to(DEVICE)
+    k, v = (torch.randn(B, hkv, L, D, generator=g).to(DEVICE) for _ in range(2))
+    lens = torch.tensor([1030, 77], dtype=torch.int32, device=DEVICE)
+    mask = torch.zeros(B, 1, 3, L, dtype=torch.bool, device=DEVICE)
+    mask[:, 0, -1] = torch.arange(L, device=DEVICE)[None, :] < lens[:, None]
+    want = _static_ref(q, k, v, lens, 0.25)
+    for cfg in (DecodeConfig(block_n=64, min_steps=4, fused_merge=1), DecodeConfig(block_n=64, min_steps=4)):
+        got = static_decode_attention(q, k, v, mask[:, 0, -1, :], 0.25, impl="triton", config=cfg)
+        assert_close(got, want)
+
+
+@needs_triton
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5], CASES[7]], ids=_case_id)  # split-K, one split, fused merge
+def test_decode_kernel_with_pdl_matches_ref(case, poisoned, monkeypatch):
+    """The programmatic-dependent-launch variant: the decode kernel and the combine wait first."""
+    from sparsebench.kernels.topk_decode_attn import triton as kt
+
+    force_pdl(monkeypatch, kt)
+    B, hq, hkv, lens, D, ps, dtype, per, kk, cfg = case
+    q, _, _, kp, vp, pt, sl = _cache(B, hq, hkv, lens, D, ps, dtype, seed=sum(lens) + D)
+    sel = _selection(per, q, kp, pt, sl, kk, ps)
+    assert_close(_run(q, kp, vp, pt, sl, sel, cfg), topk_decode_attention_ref(q, kp, vp, pt, sl, sel))
 
 
 @needs_triton
