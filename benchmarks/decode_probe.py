@@ -16,16 +16,22 @@ Each variant is ``graph`` (eager forward captured in a CUDA graph) or ``compile`
     opt:K=V     any other inductor option (compile only), e.g. opt:coordinate_descent_search_radius=2
     gemv        the suite's ``+gemv`` decode path (sparsebench.measure.decode_kernels): one-row
                 linear products through the dense GEMV plugin (SPARSEBENCH_DENSE_GEMV_CONFIG picks
-                its tiles), and eager attention in place of SDPA
+                its tiles), and one-token attention through the decode attention plugin
+    nofold      (with gemv) the RMSNorms stay kernels of their own (not folded into the fused
+                q/k/v and gate/up GEMVs: sparsebench.measure.norm_fold)
+    pdl         (with gemv) the plugins' kernels launched by programmatic dependent launch
+                (SPARSEBENCH_PDL=1); inductor's own kernels take it with opt:triton.enable_pdl=True
     prof        after timing, profile a few replays of the step's graph: kernels per step, GPU
                 busy time against the step's span, and the kernels that take the most time
 
 The required variants run first (graph, graph+fuse, compile, compile+fuse), then the extras
 while the time budget lasts (a compile costs about as long as the first one did). Each
-variant prints two step times: ``synced`` (the suite's figure: host waits after every step,
-picks the next token outside the timed region) and ``pipelined`` (next token and position
-computed inside the graph, steps replayed back to back: no host gap in the step). Every
-graph replay is checked against an eager call, every fusion against the unfused logits.
+variant prints three step times: ``synced`` (the suite's figure: host waits after every step,
+picks the next token outside the timed region), ``primed`` (the same, with a spin kernel
+queued before each start event so that the host's graph launch is not timed) and
+``pipelined`` (next token and position computed inside the graph, steps replayed back to
+back: no host gap in the step). Every graph replay is checked against an eager call, every
+fusion against the unfused logits.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from dataclasses import asdict, dataclass
 
 REQUIRED = ("graph", "graph+fuse", "compile", "compile+fuse")
 EXTRAS = ("graph+fuse+lt", "compile+fuse+cdt", "compile+fuse+attn=eager", "compile+fuse+lt")
-MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv")
+MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv", "pdl", "nofold")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ class Variant:
     lt: bool = False
     prof: bool = False
     gemv: bool = False
+    pdl: bool = False
+    nofold: bool = False
     attn: str | None = None
     opts: tuple[tuple[str, object], ...] = ()
 
@@ -91,6 +99,8 @@ def parse_variant(text: str) -> Variant:
     v = Variant(name=text, compile=base == "compile", opts=tuple(opts), **flags)  # type: ignore[arg-type]
     if (v.cdt or v.autotune or v.opts) and not v.compile:
         raise ValueError(f"variant '{text}': cdt/autotune/opt: are inductor options, they need 'compile'")
+    if (v.pdl or v.nofold) and not v.gemv:
+        raise ValueError(f"variant '{text}': pdl and nofold change the gemv path, they need 'gemv'")
     return v
 
 
@@ -162,17 +172,20 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
     attn0 = model.config._attn_implementation
     blas0 = torch.backends.cuda.preferred_blas_library()
     fused = None
-    routed = gemv_decode(model, "cuda") if v.gemv else contextlib.nullcontext({})
+    check = ids[:16].view(1, -1).cuda()
+    routed = (gemv_decode(model, "cuda", pdl=v.pdl, fold_norms=not v.nofold, check_ids=check) if v.gemv
+              else contextlib.nullcontext({}))
+    stack = contextlib.ExitStack()
     try:
-        row.update(routed.__enter__())
+        if v.fuse:  # before the gemv path: its norm folding works on fused groups
+            fused = fuse_checked_(model, check)
+            row["fused"] = fused.label
+            row["fuse_check_rel_err"] = fused.rel_err
+        row.update(stack.enter_context(routed))
         if v.attn:
             set_attention(model, v.attn)
         if v.lt:
             torch.backends.cuda.preferred_blas_library("cublaslt")
-        if v.fuse:
-            fused = fuse_checked_(model, ids[:16].view(1, -1).cuda())
-            row["fused"] = fused.label
-            row["fuse_check_rel_err"] = fused.rel_err
         torch._dynamo.reset()
         forward = (torch.compile(model.forward, dynamic=False, options=v.inductor_options() or None)
                    if v.compile else None)
@@ -183,7 +196,8 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
 
         res = decode_timings(model, ids, batch=1, context=args.context, tokens=args.tokens,
                              warmup=args.warmup, repetitions=args.reps, progress=lambda it, **_: it,
-                             forward=forward, modes=("synced", "pipelined"), on_graph=inspect if v.prof else None)
+                             forward=forward, modes=("synced", "primed", "pipelined"),
+                             on_graph=inspect if v.prof else None)
         for mode, (samples, err) in res.items():
             p50 = percentile(samples, 50)
             row[f"{mode}_p50_ms"] = p50
@@ -193,7 +207,7 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
     except Exception as exc:  # one variant failing must not lose the others
         row["error"] = f"{type(exc).__name__}: {exc}"
     finally:
-        routed.__exit__(None, None, None)
+        stack.close()
         if fused is not None:
             unfuse_projections_(model)
         torch.backends.cuda.preferred_blas_library(blas0)
@@ -212,6 +226,7 @@ def _print_row(r: dict) -> None:
     err = r.get("fuse_check_rel_err")
     fuse = f"  {r['fused']} (logits vs separate {err:.1e})" if err is not None else ""
     print(f"{r['variant']:28s} {r['synced_p50_ms']:8.3f} {r['synced_roofline']:7.3f}   "
+          f"{r['primed_p50_ms']:8.3f} {r['primed_roofline']:7.3f}   "
           f"{r['pipelined_p50_ms']:8.3f} {r['pipelined_roofline']:7.3f}   "
           f"{max(r['synced_graph_check_rel_err'], r['pipelined_graph_check_rel_err']):.1e} "
           f"{r['seconds']:6.0f}{fuse}", flush=True)
@@ -265,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.model} bs 1 @ {args.context}: {nbytes / 1e9:.2f} GB/step -> floor "
           f"{nbytes / bandwidth * 1e3:.3f} ms; attention '{model.config._attn_implementation}'; "
           f"setup {time.time() - start:.0f} s\n")
-    print(f"{'variant':28s} {'synced':>8s} {'roofl':>7s}   {'pipelin':>8s} {'roofl':>7s}   "
+    print(f"{'variant':28s} {'synced':>8s} {'roofl':>7s}   {'primed':>8s} {'roofl':>7s}   "
+          f"{'pipelin':>8s} {'roofl':>7s}   "
           f"{'graph err':9s} {'s':>6s}   (p50 ms per step)")
     rows: list[dict] = []
     cost = {False: 15.0, True: 60.0}  # first guesses, replaced by what a variant of that kind took

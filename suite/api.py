@@ -250,7 +250,8 @@ class CalibrationSpec(_Strict):
     batch_size: int = Field(8, ge=1)
 
 
-DecodePath = Literal["graph", "compile+graph", "compile-tuned+graph", "compile-tuned+gemv+graph"]
+DecodePath = Literal["graph", "compile+graph", "compile-tuned+graph", "compile-tuned+gemv+graph",
+                     "compile-tuned+gemv+pdl+graph"]
 DECODE_PATHS: tuple[str, ...] = get_args(DecodePath)
 
 
@@ -270,7 +271,11 @@ class MeasureSpec(_Strict):
     # kernels (about twice the compile time; on an H200 0.76 of the roofline vs 0.69);
     # "compile-tuned+gemv+graph" = that, with one-row linear products through the dense GEMV
     # kernel plugin and one-token SDPA attention through the static-cache decode attention
-    # plugin (eager attention without it; sparsebench.measure.decode_kernels).
+    # plugin (eager attention without it), the two RMSNorms of each layer inside the fused
+    # q/k/v and gate/up GEMVs (sparsebench.measure.decode_kernels, norm_fold);
+    # "compile-tuned+gemv+pdl+graph" = that, with every kernel of the step (inductor's and
+    # the plugins') launched by programmatic dependent launch (Hopper+): each starts while the
+    # one before drains, and the GEMVs start streaming weights before their input is ready.
     decode_path: DecodePath = "graph"
     # Latency only: each decoder layer's q/k/v and gate/up projections computed as one GEMV
     # each (``sparsebench.measure.fuse``), as serving engines do. None = auto: on when

@@ -344,7 +344,8 @@ class Runner:
             kw = dict(batch=b, context=m.decode_context, tokens=m.decode_tokens, warmup=m.warmup,
                       repetitions=m.repetitions, progress=self.progress)
             compile_mode = {"graph": None, "compile+graph": "default", "compile-tuned+graph": "tuned",
-                            "compile-tuned+gemv+graph": "tuned"}[m.decode_path]
+                            "compile-tuned+gemv+graph": "tuned",
+                            "compile-tuned+gemv+pdl+graph": "tuned-pdl"}[m.decode_path]
             graphed = (partial(self._decode_graphed, rec, model, ids, m.decode_path, compile_mode, kw)
                        if gpu else None)
             samples = self._graphed_or_eager(
@@ -367,7 +368,8 @@ class Runner:
             return measure_decode_graphed(model, ids, compile=compile_mode, **kw)
         from .measure.decode_kernels import gemv_decode
 
-        with gemv_decode(model, "cuda") as labels:
+        check = ids[:16].reshape(1, -1).to("cuda")
+        with gemv_decode(model, "cuda", pdl="+pdl" in path, check_ids=check) as labels:
             out = measure_decode_graphed(model, ids, compile=compile_mode, **kw)
         rec.kernels.update(labels)
         return out

@@ -66,20 +66,38 @@ def _set_length(cache: Any, n: int) -> None:
             counter.fill_(n)
 
 
+COMPILE_MODES = (None, "default", "tuned", "tuned-pdl")
+
+
+def compile_options(compile: str | None) -> dict[str, Any] | None:
+    """Inductor options of a decode compile mode (see ``measure_decode_graphed``)."""
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
+    if compile in (None, "default"):
+        return None
+    options: dict[str, Any] = {"coordinate_descent_tuning": True}
+    if compile == "tuned-pdl":
+        import torch._inductor.config as inductor_config
+
+        if not hasattr(inductor_config.triton, "enable_pdl"):
+            raise ValueError("this torch's inductor has no programmatic dependent launch "
+                             "(config.triton.enable_pdl); use a path without +pdl")
+        options["triton.enable_pdl"] = True
+    return options
+
+
 def measure_decode_graphed(
     model: Any, ids: Any, *, batch: int, context: int, tokens: int, warmup: int,
     repetitions: int, progress: Callable[..., Any], compile: str | None = None,
 ) -> tuple[list[float], float]:
     """The suite's decode figure: each replayed step timed on its own (host synchronised
     between steps, next token chosen outside the timed region). ``compile``: None (eager
-    forward in the graph), "default" (torch.compile) or "tuned" (inductor's
-    coordinate-descent tuning of the generated kernels)."""
+    forward in the graph), "default" (torch.compile), "tuned" (inductor's
+    coordinate-descent tuning of the generated kernels) or "tuned-pdl" (that, with the
+    generated kernels launched by programmatic dependent launch)."""
     import torch
 
-    if compile not in (None, "default", "tuned"):
-        raise ValueError(f"compile must be None, 'default' or 'tuned', got {compile!r}")
-    options = {"coordinate_descent_tuning": True} if compile == "tuned" else None
-    forward = torch.compile(model.forward, dynamic=False, options=options) if compile else None
+    forward = torch.compile(model.forward, dynamic=False, options=compile_options(compile)) if compile else None
     return decode_timings(model, ids, batch=batch, context=context, tokens=tokens, warmup=warmup,
                           repetitions=repetitions, progress=progress, forward=forward)["synced"]
 
@@ -98,6 +116,10 @@ def decode_timings(
     are computed inside the graph, so the steps are replayed back to back with no host work
     between them, as a serving loop that does not wait for each token would run; the argmax
     is then part of each step. The difference between the two is host latency the GPU sees.
+    ``primed``: ``synced`` with a short spin kernel queued before each step's start event, so
+    that the graph launch is queued before the GPU reaches that event: the step's device time
+    without the host's launch latency (which ``synced`` counts whenever the host takes longer
+    to queue the graph than the GPU takes to reach the start event).
     ``on_graph(mode, replay)``: called after a mode's timing while its graph is alive;
     ``replay()`` puts the cache back at the last timed step and replays the graph once (a
     probe profiles it; replaying without the reset would run past the cache).
@@ -105,7 +127,7 @@ def decode_timings(
     import torch
     from transformers import StaticCache
 
-    unknown = set(modes) - {"synced", "pipelined"}
+    unknown = set(modes) - {"synced", "pipelined", "primed"}
     if unknown:
         raise ValueError(f"unknown decode timing mode(s) {sorted(unknown)}")
     x = ids[: batch * context].view(batch, context).to(device)
@@ -143,9 +165,10 @@ def decode_timings(
         for mode in modes:
             graph, logits, err = _capture(step_fed if mode == "pipelined" else step, prepare=restart)
             label = f"decode({mode}) b{batch}@{context}"
-            if mode == "synced":
+            if mode in ("synced", "primed"):
                 samples = _time_synced(graph, logits, static_ids, at, context, tokens, warmup,
-                                       repetitions, progress(range(warmup + repetitions), desc=label, leave=False))
+                                       repetitions, progress(range(warmup + repetitions), desc=label, leave=False),
+                                       prime=mode == "primed")
             else:
                 samples = _time_pipelined(graph, restart, tokens, warmup,
                                           progress(range(warmup + repetitions), desc=label, leave=False))
@@ -163,8 +186,11 @@ def decode_timings(
     return results
 
 
+PRIME_CYCLES = 400_000  # ~0.2 ms of GPU spin: longer than the host takes to queue a graph
+
+
 def _time_synced(graph: Any, logits: Any, static_ids: Any, at: Callable[[int], None], context: int,
-                 tokens: int, warmup: int, repetitions: int, reps: Any) -> list[float]:
+                 tokens: int, warmup: int, repetitions: int, reps: Any, prime: bool = False) -> list[float]:
     import torch
 
     from .timer import CudaTimer
@@ -174,6 +200,8 @@ def _time_synced(graph: Any, logits: Any, static_ids: Any, at: Callable[[int], N
     for i in reps:
         for t in range(tokens):
             at(context + t)
+            if prime:
+                torch.cuda._sleep(PRIME_CYCLES)
             timer.start()
             graph.replay()
             ms = timer.stop_ms()

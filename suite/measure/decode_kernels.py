@@ -2,7 +2,7 @@
 
 Profiled on an H200 (8B shape, bs 1, context 512, ``benchmarks/decode_probe.py ... +prof``),
 the compiled decode step spends ~87% of its time in the one-row matrix products and most
-of the rest in attention. Two changes, both undone when the step has been timed:
+of the rest in attention. Three changes, all undone when the step has been timed:
 
 * every one-row ``F.linear`` whose weight is a plain row-major matrix goes to a dense GEMV
   kernel found through the ``sparsebench.linear_kernels`` entry points (the suite does not
@@ -15,9 +15,13 @@ of the rest in attention. Two changes, both undone when the step has been timed:
   copies K/V to every query head first, then runs a kernel built for long queries. Other
   calls (the prefill, a batch whose mask is not one contiguous run per row) still go to
   SDPA. Without the plugin the eager (matmul + softmax) attention is used, which inductor
-  fuses and tunes. Another attention a method installed is kept.
+  fuses and tunes. Another attention a method installed is kept. Each sequence's length
+  goes to the kernel as the new token's position id (or the mask's last row), which the
+  kernel reads itself: a length computed in the graph was one more kernel per layer;
+* the RMSNorm in front of each fused q/k/v and gate/up group runs inside that group's GEMV
+  (``norm_fold``).
 
-Accuracy never sees either: the tasks ran before, on the model as the method left it.
+Accuracy never sees any of it: the tasks ran before, on the model as the method left it.
 """
 
 from __future__ import annotations
@@ -46,14 +50,27 @@ def one_row(x: Any, weight: Any, device: str) -> bool:
             and weight.dtype == x.dtype and weight.stride(-1) == 1)
 
 
-def seq_lens_from_mask(mask: Any) -> Any:
-    """Tokens each sequence attends: the allowed positions of its (last) query row of a
-    boolean ``[B, 1, q, L]`` mask. Right for a mask that allows one prefix per row (causal,
-    no padding: the latency measure's inputs); the decode graph's check against an eager
-    step and the fusion check's logits do not test this, so padded batches must not come here."""
+def length_rows(mask: Any) -> Any:
+    """The last query row of a boolean ``[B, 1, q, L]`` mask, ``[B, L]`` (a view): the kernel
+    counts each row's allowed positions as that sequence's length (in the kernel, not a kernel
+    per layer). Right for a mask that allows one prefix per row (causal, no padding: the
+    latency measure's inputs); the decode graph's check against an eager step and the fusion
+    check's logits do not test this, so padded batches must not come here."""
+    return mask[:, 0, -1, :]
+
+
+def last_positions(position_ids: Any, batch: int, device: str) -> Any:
+    """``[B]`` positions of the new tokens (a view of ``position_ids [B, q]``, its last column),
+    or None when the attention call was not given usable ones. With no padding the new token
+    at position p attends p + 1 tokens: the kernel reads that straight from the model's input,
+    where the mask row must first be computed (inductor does that once per layer). Same
+    no-padding rule as ``length_rows``."""
     import torch
 
-    return mask[:, 0, -1, :].sum(-1, dtype=torch.int32)
+    if (isinstance(position_ids, torch.Tensor) and position_ids.dim() == 2 and position_ids.shape[0] == batch
+            and position_ids.device.type == device and position_ids.dtype in (torch.int32, torch.int64)):
+        return position_ids[:, -1]
+    return None
 
 
 def decode_attention_function(kernel: Any, device: str) -> Any:
@@ -69,7 +86,11 @@ def decode_attention_function(kernel: Any, device: str) -> Any:
                 and attention_mask.shape[-1] == key.shape[2] and dropout == 0.0
                 and key.is_contiguous() and value.is_contiguous()):
             scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-            out = kernel(query, key, value, seq_lens_from_mask(attention_mask), scale)  # [B, Hq, D]
+            pos = last_positions(kwargs.get("position_ids"), query.shape[0], device)
+            if pos is not None:
+                out = kernel(query, key, value, pos, scale, positions=True)  # [B, Hq, D]
+            else:
+                out = kernel(query, key, value, length_rows(attention_mask), scale)
             return out.unsqueeze(1), None  # [B, 1, Hq, D], as the attention modules expect
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
@@ -85,15 +106,26 @@ def _register_attention(kernel: Any, device: str) -> None:
     AttentionMaskInterface.register(ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])  # boolean masks
 
 
+PDL_ENV = "SPARSEBENCH_PDL"  # read by the kernels' launchers (kernels/launch.py)
+
+
 @contextmanager
-def gemv_decode(model: Any, device: str) -> Iterator[dict[str, str]]:
+def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = True,
+                check_ids: Any = None) -> Iterator[dict[str, str]]:
     """Route one-row linear products to the GEMV plugin and SDPA attention to the decode
     attention plugin (else eager) while the block runs; yields the labels for the record's
-    ``kernels`` (``decode_linear``, ``decode_attention``). Raises ``UsageError`` when no GEMV
-    plugin loads."""
+    ``kernels`` (``decode_linear``, ``decode_attention``, ``decode_norms``, and
+    ``decode_launch`` with ``pdl``). ``pdl``: the plugins launch with programmatic dependent
+    launch (``SPARSEBENCH_PDL=1`` while the block runs). ``fold_norms``: the RMSNorms in
+    front of fused groups run inside those GEMVs (``norm_fold``; ``check_ids`` ``[1, T]``
+    tokens for its check forward). Raises ``UsageError`` when no GEMV plugin loads."""
+    import os
+    from contextlib import ExitStack
+
     import torch.nn.functional as F
 
     from ..registry import attention_kernels, linear_kernels
+    from .norm_fold import folded_norms
 
     kernel = linear_kernels().get(KERNEL)
     original = F.linear
@@ -116,12 +148,25 @@ def gemv_decode(model: Any, device: str) -> Iterator[dict[str, str]]:
         else:
             swap_to = "eager"
             labels["decode_attention"] = "eager (matmul + softmax, compiled): no attention kernel plugin loads"
+    pdl_before = os.environ.get(PDL_ENV)
+    if pdl:
+        os.environ[PDL_ENV] = "1"
+    if os.environ.get(PDL_ENV) == "1":
+        labels["decode_launch"] = ("programmatic dependent launch (Hopper+): the plugins' kernels"
+                                   + (" and inductor's" if pdl else f", by {PDL_ENV}=1 in the environment"))
     F.linear = linear
     try:
         if swap_to:
             set_attention(model, swap_to)
-        yield labels
+        with ExitStack() as stack:
+            if fold_norms:
+                labels["decode_norms"] = stack.enter_context(folded_norms(model, kernel, device, check_ids))
+            yield labels
     finally:
         F.linear = original
         if swap_to:
             set_attention(model, attention)
+        if pdl_before is None:
+            os.environ.pop(PDL_ENV, None)
+        else:
+            os.environ[PDL_ENV] = pdl_before

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from sparsebench.api import DECODE_PATHS, MeasureSpec
 from sparsebench.measure import decode_kernels
-from sparsebench.measure.decode_kernels import ATTENTION, gemv_decode, one_row, seq_lens_from_mask
+from sparsebench.measure.decode_kernels import ATTENTION, gemv_decode, length_rows, one_row
 from sparsebench.registry import attention_kernels, linear_kernels
 
 from ...kernels.markers import needs_triton
@@ -36,8 +36,33 @@ def _decode_step(model):
 
 
 def test_the_path_is_a_spec_value():
-    assert "compile-tuned+gemv+graph" in DECODE_PATHS
-    assert MeasureSpec(decode_path="compile-tuned+gemv+graph").decode_path == "compile-tuned+gemv+graph"
+    for path in ("compile-tuned+gemv+graph", "compile-tuned+gemv+pdl+graph"):
+        assert path in DECODE_PATHS
+        assert MeasureSpec(decode_path=path).decode_path == path
+
+
+def test_compile_modes_and_their_inductor_options():
+    from sparsebench.measure.decode_graph import compile_options
+
+    assert compile_options(None) is None and compile_options("default") is None
+    assert compile_options("tuned") == {"coordinate_descent_tuning": True}
+    assert compile_options("tuned-pdl") == {"coordinate_descent_tuning": True, "triton.enable_pdl": True}
+    with pytest.raises(ValueError, match="compile must be one of"):
+        compile_options("fast")
+
+
+def test_pdl_switched_on_for_the_block_only(monkeypatch):
+    """``pdl=True`` sets the kernels' switch while the block runs and puts back what was there."""
+    import os
+
+    monkeypatch.setenv("SPARSEBENCH_PDL", "0")
+    with gemv_decode(_tiny(attn="eager"), "cpu", pdl=True) as labels:
+        assert os.environ["SPARSEBENCH_PDL"] == "1"
+        assert labels["decode_launch"].endswith("the plugins' kernels and inductor's")
+    assert os.environ["SPARSEBENCH_PDL"] == "0"
+    monkeypatch.delenv("SPARSEBENCH_PDL")
+    with gemv_decode(_tiny(attn="eager"), "cpu") as labels:
+        assert "decode_launch" not in labels and "SPARSEBENCH_PDL" not in os.environ
 
 
 def test_plugins_found_through_their_entry_points():
@@ -46,11 +71,20 @@ def test_plugins_found_through_their_entry_points():
     assert "static_decode" in attention_kernels().names()
 
 
+def test_last_positions_or_none():
+    from sparsebench.measure.decode_kernels import last_positions
+
+    pos = torch.tensor([[4, 9], [2, 7]])
+    assert last_positions(pos, 2, "cpu").tolist() == [9, 7]
+    assert last_positions(pos, 3, "cpu") is None and last_positions(None, 2, "cpu") is None
+    assert last_positions(pos.float(), 2, "cpu") is None and last_positions(pos, 2, "cuda") is None
+
+
 def test_lengths_from_a_causal_mask():
     mask = torch.zeros(2, 1, 1, 8, dtype=torch.bool)
     mask[0, ..., :5] = True
     mask[1, ..., :8] = True
-    assert seq_lens_from_mask(mask).tolist() == [5, 8]
+    assert length_rows(mask).sum(-1).tolist() == [5, 8] and length_rows(mask).shape == (2, 8)
 
 
 def test_which_products_qualify():
@@ -68,9 +102,10 @@ class _Counting:
     def __init__(self, plugin, calls):
         self.plugin, self.calls = plugin, calls
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kw):
         self.calls.append(tuple(args[1].shape))
-        return self.plugin(*args)
+        self.kw = kw
+        return self.plugin(*args, **kw)
 
     def describe(self):
         return self.plugin.describe()
@@ -94,6 +129,7 @@ def test_decode_step_through_the_kernels_and_undone(monkeypatch):
     # the decode step only: 2 layers x 7 projections + the LM head, each one row; 2 attentions
     assert len(linear_calls) == 15 and (32, 32) in linear_calls
     assert attention_calls == [(1, 1, 8, 16)] * 2
+    assert attn.kw == {"positions": True}  # lengths read from the position ids, not from the mask
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert labels["decode_attention"].startswith("static_decode: topk_decode_attn split-K paged kernel")
     assert labels["decode_linear"].startswith("dense_gemv: dense_gemv triton")
@@ -107,3 +143,75 @@ def test_other_attention_kept_and_restored_after_an_error():
         raise RuntimeError("boom")
     assert F.linear is original and model.config._attn_implementation == "eager"
     assert decode_kernels.KERNEL == "dense_gemv"
+
+
+class _CountingNormed(_Counting):
+    def __init__(self, plugin, calls, normed_calls):
+        super().__init__(plugin, calls)
+        self.normed_calls = normed_calls
+
+    def normed(self, x, weight, bias, norm_weight, eps):
+        self.normed_calls.append((tuple(weight.shape), eps))
+        return self.plugin.normed(x, weight, bias, norm_weight, eps)
+
+
+def _layer_types(model):
+    return [(type(lay.input_layernorm).__name__, type(lay.post_attention_layernorm).__name__,
+             type(lay.self_attn.q_proj).__name__, type(lay.mlp.gate_proj).__name__) for lay in model.model.layers]
+
+
+@needs_triton
+def test_norms_folded_into_the_fused_gemvs_and_undone(monkeypatch):
+    """On fused groups the two RMSNorms of each layer run inside the q/k/v and gate/up GEMVs
+    (the norm modules become the identity), the decode step's logits do not move, the prefill
+    still normalises explicitly, and everything is put back on exit."""
+    from sparsebench.measure.fuse import fuse_projections_, unfuse_projections_
+
+    linear_calls, normed_calls = [], []
+    gemv = _CountingNormed(linear_kernels().get("dense_gemv"), linear_calls, normed_calls)
+    monkeypatch.setattr(linear_kernels(), "get", lambda name: gemv)
+    model = _tiny()
+    with torch.no_grad():
+        want = _decode_step(model)
+        fuse_projections_(model)
+        before = _layer_types(model)
+        with gemv_decode(model, "cpu", check_ids=torch.tensor([[1, 5, 7, 2, 3, 9]])) as labels:
+            assert labels["decode_norms"] == "input + post-attention RMSNorm -> qkv / gate_up GEMV x4"
+            assert _layer_types(model) == [("_FoldedNorm", "_FoldedNorm", "_NormFoldedLead", "_NormFoldedLead")] * 2
+            got = _decode_step(model)
+        assert _layer_types(model) == before == [("LlamaRMSNorm", "LlamaRMSNorm", "_FusedLead", "_FusedLead")] * 2
+        unfuse_projections_(model)
+    eps = model.config.rms_norm_eps
+    assert normed_calls == [((64, 32), eps), ((96, 32), eps)] * 2  # decode step only: q/k/v 32+16+16, gate/up 48+48
+    assert len(linear_calls) == 2 * 1 + 2 * 1 + 1  # o_proj and down_proj per layer, and the LM head
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_norm_fold_refuses_other_norms_and_undoes_a_failed_check(monkeypatch):
+    from torch import nn
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from sparsebench.measure import norm_fold
+    from sparsebench.measure.fuse import fuse_projections_
+
+    assert norm_fold.rms_eps(LlamaRMSNorm(8, eps=1e-5)) == 1e-5
+
+    class OnePlus(LlamaRMSNorm):  # Gemma-style: (1 + weight) * x / rms(x)
+        def forward(self, x):
+            return super().forward(x) + x / x.pow(2).mean(-1, keepdim=True).add(self.variance_epsilon).sqrt()
+
+    assert norm_fold.rms_eps(OnePlus(8)) is None
+    assert norm_fold.rms_eps(nn.LayerNorm(8)) is None
+
+    model = _tiny()
+    fuse_projections_(model)
+    before = _layer_types(model)
+    outputs = iter([torch.ones(1, 2, 3), torch.zeros(1, 2, 3)])  # the check forward: logits moved
+    monkeypatch.setattr(norm_fold, "_logits", lambda m, ids: next(outputs))
+    plugin = linear_kernels().get("dense_gemv")
+    with norm_fold.folded_norms(model, plugin, "cpu", torch.tensor([[1, 2]])) as label:
+        assert label == "not folded: the check forward moved the logits by 1.0e+00 (relative)"
+        assert _layer_types(model) == before
+    with norm_fold.folded_norms(_tiny(), plugin, "cpu", None) as label:  # nothing fused
+        assert label.startswith("not folded: no Llama-style RMSNorm")
+
