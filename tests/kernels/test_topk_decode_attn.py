@@ -244,6 +244,14 @@ def test_bad_inputs_are_refused():
         DecodeConfig.parse("bn=64,x=1")
     assert DecodeConfig.parse(DecodeConfig(block_n=128, num_stages=4, programs=264).label()) == \
         DecodeConfig(block_n=128, num_stages=4, programs=264)
+    fm = DecodeConfig(block_n=64, min_steps=1, fused_merge=1)
+    assert DecodeConfig.parse(fm.label()) == fm and fm.label().endswith(",fm=1")
+    with pytest.raises(ValueError, match="fused_merge must be 0 or 1"):
+        DecodeConfig.parse("fm=2")
+    with pytest.raises(ValueError, match="positions must be"):
+        topk_decode_attention(q, kp, vp, pt, sl.float(), impl="triton", positions=True)
+    with pytest.raises(ValueError, match="as a mask must be"):
+        topk_decode_attention(q, kp, vp, pt, torch.ones(2, 20, dtype=torch.bool, device=DEVICE), impl="triton")
 
 
 # ---- on a CUDA device: the Llama-3-8B decode shape, long contexts, graph capture ----
