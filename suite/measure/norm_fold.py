@@ -36,12 +36,13 @@ SITES = (("input_layernorm", "self_attn", "q_proj"), ("post_attention_layernorm"
 CHECK_TOL = 1e-3
 
 
-class _FoldedNorm(nn.Module):
-    """The identity where a norm was: the group's lead normalises instead."""
+class Deferred(nn.Module):
+    """The identity where a module was (kept as ``original``): whoever folded it applies it
+    (here the group's lead normalises; in ``residual_fold`` the layer projects)."""
 
-    def __init__(self, norm: nn.Module):
+    def __init__(self, module: nn.Module):
         super().__init__()
-        self.original = norm
+        self.original = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -124,7 +125,7 @@ def folded_norms(model: nn.Module, kernel: Any, device: str, check_ids: torch.Te
         lead.folded_norm = norm  # registered on the lead too: the traced forward reads it as a module
         lead._fold_kernel, lead._fold_eps, lead._fold_device = kernel, eps, device
         lead.__class__ = _NormFoldedLead
-        setattr(layer, norm_name, _FoldedNorm(norm))
+        setattr(layer, norm_name, Deferred(norm))
         done.append((layer, norm_name, lead))
     try:
         if before is not None:
