@@ -60,6 +60,7 @@ class OneRowLinear:
         from .triton import dense_gemv_op
 
         return dense_gemv_op(x, weight, bias, norm_weight=norm_weight, eps=eps)
+
     def describe(self) -> str:
         from .config import describe_defaults
 

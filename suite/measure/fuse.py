@@ -212,8 +212,16 @@ def unfuse_projections_(model: nn.Module) -> int:
     return len(groups)
 
 
-def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """Relative L2 distance of ``got`` from ``ref`` (the check forwards' measure)."""
     return float((got - ref).norm() / ref.norm().clamp_min(1e-12))
+
+
+def check_logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """fp32 logits of one cache-free forward over ``ids`` ([batch, seq]): what a check
+    forward compares before and after a change to the model."""
+    with torch.inference_mode():
+        return model(input_ids=ids, use_cache=False).logits.float()
 
 
 @dataclass
@@ -247,16 +255,14 @@ def fuse_checked_(model: nn.Module, ids: torch.Tensor, tol: float = CHECK_TOL) -
     """Fuse, then prove it on one forward over ``ids`` ([batch, seq]): every sibling must have
     read its slice (else that group is undone: it would only cost) and the logits must match
     the unfused ones within ``tol`` (else everything is undone)."""
-    with torch.inference_mode():
-        ref = model(input_ids=ids, use_cache=False).logits.float()
+    ref = check_logits(model, ids)
     check = FusionCheck(fuse_projections_(model))
     if not check.report.count:
         return check
     for h in check.report.handoffs:
         h.served = h.computed = 0
-    with torch.inference_mode():
-        got = model(input_ids=ids, use_cache=False).logits.float()
-    check.rel_err = _rel_err(got, ref)
+    got = check_logits(model, ids)
+    check.rel_err = rel_err(got, ref)
     del got, ref
     failed = not check.rel_err < tol
     for h in list(check.report.handoffs):

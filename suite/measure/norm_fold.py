@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decode_kernels import one_row
-from .fuse import _FusedLead
+from .fuse import _FusedLead, check_logits, rel_err
 
 #: (layer's norm attribute, child module holding the fused group, lead projection of the group)
 SITES = (("input_layernorm", "self_attn", "q_proj"), ("post_attention_layernorm", "mlp", "gate_proj"))
@@ -100,11 +100,6 @@ def _undo(done: list[tuple[nn.Module, str, _FusedLead]]) -> None:
         lead.__class__ = _FusedLead
 
 
-def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(input_ids=ids, use_cache=False).logits.float()
-
-
 @contextmanager
 def folded_norms(model: nn.Module, kernel: Any, device: str, check_ids: torch.Tensor | None) -> Iterator[str]:
     """Fold the RMSNorms in front of fused groups into those groups' GEMVs while the block runs
@@ -118,7 +113,7 @@ def folded_norms(model: nn.Module, kernel: Any, device: str, check_ids: torch.Te
     if not sites:
         yield "not folded: no Llama-style RMSNorm in front of a fused q/k/v or gate/up group"
         return
-    before = _logits(model, check_ids) if check_ids is not None else None
+    before = check_logits(model, check_ids) if check_ids is not None else None
     done: list[tuple[nn.Module, str, _FusedLead]] = []
     for layer, norm_name, lead, eps in sites:
         norm = getattr(layer, norm_name)
@@ -129,8 +124,7 @@ def folded_norms(model: nn.Module, kernel: Any, device: str, check_ids: torch.Te
         done.append((layer, norm_name, lead))
     try:
         if before is not None:
-            after = _logits(model, check_ids)
-            err = float((after - before).norm() / before.norm().clamp_min(1e-30))
+            err = rel_err(check_logits(model, check_ids), before)
             if not err <= CHECK_TOL:
                 _undo(done)
                 done = []

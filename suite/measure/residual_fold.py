@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decode_kernels import one_row
+from .fuse import check_logits, rel_err
 from .norm_fold import Deferred
 
 # one token through the GEMV: the folded product adds in fp32 and rounds once, the model
@@ -80,15 +81,6 @@ def _undo(done: list[nn.Module]) -> None:
         del layer._fold_kernel, layer._fold_device
 
 
-def _logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(input_ids=ids, use_cache=False).logits.float()
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
-
-
 @contextmanager
 def folded_residuals(model: nn.Module, kernel: Any, device: str, check_ids: torch.Tensor) -> Iterator[str]:
     """Fold each decoder layer's two residual adds into its o and down GEMVs while the block
@@ -98,7 +90,7 @@ def folded_residuals(model: nn.Module, kernel: Any, device: str, check_ids: torc
     if not sites:
         yield "not folded: no pre-norm decoder layer with plain o_proj and down_proj"
         return
-    before_many, before_one = _logits(model, check_ids), _logits(model, check_ids[:, :1])
+    before_many, before_one = check_logits(model, check_ids), check_logits(model, check_ids[:, :1])
     done: list[nn.Module] = []
     for layer in sites:
         layer._fold_kernel, layer._fold_device = kernel, device
@@ -108,7 +100,8 @@ def folded_residuals(model: nn.Module, kernel: Any, device: str, check_ids: torc
         done.append(layer)
     try:
         try:
-            errs = (_rel(_logits(model, check_ids), before_many), _rel(_logits(model, check_ids[:, :1]), before_one))
+            errs = (rel_err(check_logits(model, check_ids), before_many),
+                    rel_err(check_logits(model, check_ids[:, :1]), before_one))
         except Exception as exc:  # a layer called another way than the folded forward takes
             errs, why = (float("inf"), float("inf")), f"the check forward failed ({type(exc).__name__}: {exc})"
         else:

@@ -207,7 +207,7 @@ def test_norm_fold_refuses_other_norms_and_undoes_a_failed_check(monkeypatch):
     fuse_projections_(model)
     before = _layer_types(model)
     outputs = iter([torch.ones(1, 2, 3), torch.zeros(1, 2, 3)])  # the check forward: logits moved
-    monkeypatch.setattr(norm_fold, "_logits", lambda m, ids: next(outputs))
+    monkeypatch.setattr(norm_fold, "check_logits", lambda m, ids: next(outputs))
     plugin = linear_kernels().get("dense_gemv")
     with norm_fold.folded_norms(model, plugin, "cpu", torch.tensor([[1, 2]])) as label:
         assert label == "not folded: the check forward moved the logits by 1.0e+00 (relative)"
@@ -255,7 +255,7 @@ def test_residual_fold_undone_when_a_layer_does_not_take_the_folded_forward(monk
 
     model = _tiny()
     outputs = iter([torch.ones(1, 2, 3), torch.ones(1, 1, 3), torch.zeros(1, 2, 3), torch.ones(1, 1, 3)])
-    monkeypatch.setattr(residual_fold, "_logits", lambda m, ids: next(outputs))
+    monkeypatch.setattr(residual_fold, "check_logits", lambda m, ids: next(outputs))
     before = [(type(lay), lay.self_attn.o_proj) for lay in model.model.layers]
     plugin = linear_kernels().get("dense_gemv")
     with residual_fold.folded_residuals(model, plugin, "cpu", torch.tensor([[1, 2]])) as label:
