@@ -36,7 +36,7 @@ def _decode_step(model):
 
 
 def test_the_path_is_a_spec_value():
-    for path in ("compile-tuned+gemv+graph", "compile-tuned+gemv+pdl+graph"):
+    for path in ("compile-tuned+gemv+graph", "compile-tuned+gemv+pdl+graph", "compile-tuned+gemv+pdl+resid+graph"):
         assert path in DECODE_PATHS
         assert MeasureSpec(decode_path=path).decode_path == path
 
