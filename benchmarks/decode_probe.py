@@ -19,8 +19,6 @@ Each variant is ``graph`` (eager forward captured in a CUDA graph) or ``compile`
                 its tiles), and one-token attention through the decode attention plugin
     nofold      (with gemv) the RMSNorms stay kernels of their own (not folded into the fused
                 q/k/v and gate/up GEMVs: sparsebench.measure.norm_fold)
-    resid       (with gemv) each layer's residual adds ride on its o and down GEMVs as their bias
-                (sparsebench.measure.residual_fold; off on the suite's paths until timed)
     pdl         (with gemv) the plugins' kernels launched by programmatic dependent launch
                 (SPARSEBENCH_PDL=1); inductor's own kernels take it with opt:triton.enable_pdl=True
     prof        after timing, profile a few replays of the step's graph: kernels per step, GPU
@@ -47,7 +45,7 @@ from dataclasses import asdict, dataclass
 
 REQUIRED = ("graph", "graph+fuse", "compile", "compile+fuse")
 EXTRAS = ("graph+fuse+lt", "compile+fuse+cdt", "compile+fuse+attn=eager", "compile+fuse+lt")
-MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv", "pdl", "nofold", "resid")
+MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv", "pdl", "nofold")
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,6 @@ class Variant:
     gemv: bool = False
     pdl: bool = False
     nofold: bool = False
-    resid: bool = False
     attn: str | None = None
     opts: tuple[tuple[str, object], ...] = ()
 
@@ -102,8 +99,8 @@ def parse_variant(text: str) -> Variant:
     v = Variant(name=text, compile=base == "compile", opts=tuple(opts), **flags)  # type: ignore[arg-type]
     if (v.cdt or v.autotune or v.opts) and not v.compile:
         raise ValueError(f"variant '{text}': cdt/autotune/opt: are inductor options, they need 'compile'")
-    if (v.pdl or v.nofold or v.resid) and not v.gemv:
-        raise ValueError(f"variant '{text}': pdl, nofold and resid change the gemv path, they need 'gemv'")
+    if (v.pdl or v.nofold) and not v.gemv:
+        raise ValueError(f"variant '{text}': pdl and nofold change the gemv path, they need 'gemv'")
     return v
 
 
@@ -176,8 +173,7 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
     blas0 = torch.backends.cuda.preferred_blas_library()
     fused = None
     check = ids[:16].view(1, -1).cuda()
-    routed = (gemv_decode(model, "cuda", pdl=v.pdl, fold_norms=not v.nofold, check_ids=check,
-                          fold_residuals=v.resid) if v.gemv else contextlib.nullcontext({}))
+    routed = (gemv_decode(model, "cuda", pdl=v.pdl, fold_norms=not v.nofold, check_ids=check) if v.gemv else contextlib.nullcontext({}))
     stack = contextlib.ExitStack()
     try:
         if v.fuse:  # before the gemv path: its norm folding works on fused groups

@@ -3,7 +3,8 @@
 # output (records, logs) gathered into one archive under $OUT (the lease returns few files).
 #   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP two4 spmm gemv dgemv sdattn int4 bsa topk probe e2e kv prefill stages
 #   (t:OP = only tests/kernels/test_OP.py; E2E_METHODS, E2E_PATH (one or more decode paths) choose the end-to-end runs;
-#   PROBE_ARGS, PROBE_LIMIT: the decode probe's options and time limit)
+#   E2E_PREFILL: their prefill lengths (default 512 2048); PROBE_ARGS, PROBE_LIMIT: the decode probe's options and
+#   time limit; the GPU's clocks, temperature and power are sampled every 250 ms into clocks.csv)
 # Records land in W/results/{runs,kernels}; copy them into results/ after checking them.
 # The GPU machine has no network: pydantic and its deps travel as wheels in .whl/ (see
 # benchmarks/NOTES.md for the pip download line).
@@ -29,6 +30,9 @@ step() {  # step SECONDS CMD...: run, log, never abort the session
     echo "=== $(date +%T) rc=$rc" | tee -a "$LOG"
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$LOG"
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,temperature.gpu,power.draw,clocks_throttle_reasons.active \
+    --format=csv -lms 250 >>"$W/clocks.csv" 2>&1 &
+CLOCKS=$!
 for s in "$@"; do
     case "$s" in
         t:*) step ${T_LIMIT:-150} python3 -m pytest -q -p no:cacheprovider "tests/kernels/test_${s#t:}.py" ;;
@@ -59,10 +63,11 @@ for s in "$@"; do
                  step ${E2E_LIMIT:-300} python3 -m sparsebench.benchgpu --models shape:llama-3.1-8b \
                      --methods ${E2E_METHODS:-dense rtn teal magnitude wanda} --kernel fast \
                      --decode-path "$path" \
-                     --prefill-lengths 512 2048 --decode-context 512 --results "$R" --profile "$PROFILE"
+                     --prefill-lengths ${E2E_PREFILL:-512 2048} --decode-context 512 --results "$R" --profile "$PROFILE"
              done ;;
         *) echo "unknown step $s" | tee -a "$LOG" ;;
     esac
 done
+kill $CLOCKS 2>/dev/null
 tar czf "$OUTDIR/session.tgz" -C "$W" .
 tail -c 6000 "$LOG"

@@ -251,7 +251,7 @@ class CalibrationSpec(_Strict):
 
 
 DecodePath = Literal["graph", "compile+graph", "compile-tuned+graph", "compile-tuned+gemv+graph",
-                     "compile-tuned+gemv+pdl+graph", "compile-tuned+gemv+pdl+resid+graph"]
+                     "compile-tuned+gemv+pdl+graph"]
 DECODE_PATHS: tuple[str, ...] = get_args(DecodePath)
 
 
@@ -275,9 +275,7 @@ class MeasureSpec(_Strict):
     # q/k/v and gate/up GEMVs (sparsebench.measure.decode_kernels, norm_fold);
     # "compile-tuned+gemv+pdl+graph" = that, with every kernel of the step (inductor's and
     # the plugins') launched by programmatic dependent launch (Hopper+): each starts while the
-    # one before drains, and the GEMVs start streaming weights before their input is ready;
-    # "compile-tuned+gemv+pdl+resid+graph" = that, with each layer's two residual adds done
-    # as the bias of its o and down GEMVs (sparsebench.measure.residual_fold).
+    # one before drains, and the GEMVs start streaming weights before their input is ready.
     decode_path: DecodePath = "graph"
     # Latency only: each decoder layer's q/k/v and gate/up projections computed as one GEMV
     # each (``sparsebench.measure.fuse``), as serving engines do. None = auto: on when

@@ -111,16 +111,14 @@ PDL_ENV = "SPARSEBENCH_PDL"  # read by the kernels' launchers (kernels/launch.py
 
 @contextmanager
 def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = True,
-                check_ids: Any = None, fold_residuals: bool = False) -> Iterator[dict[str, str]]:
+                check_ids: Any = None) -> Iterator[dict[str, str]]:
     """Route one-row linear products to the GEMV plugin and SDPA attention to the decode
     attention plugin (else eager) while the block runs; yields the labels for the record's
     ``kernels`` (``decode_linear``, ``decode_attention``, ``decode_norms``, and
     ``decode_launch`` with ``pdl``). ``pdl``: the plugins launch with programmatic dependent
     launch (``SPARSEBENCH_PDL=1`` while the block runs). ``fold_norms``: the RMSNorms in
     front of fused groups run inside those GEMVs (``norm_fold``; ``check_ids`` ``[1, T]``
-    tokens for its check forward). ``fold_residuals``: each layer's residual adds ride on its
-    o and down GEMVs (``residual_fold``, label ``decode_residuals``; not yet timed on a GPU,
-    so off by default; needs ``check_ids``). Raises ``UsageError`` when no GEMV plugin loads."""
+    tokens for its check forward). Raises ``UsageError`` when no GEMV plugin loads."""
     import os
     from contextlib import ExitStack
 
@@ -128,7 +126,6 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
 
     from ..registry import attention_kernels, linear_kernels
     from .norm_fold import folded_norms
-    from .residual_fold import folded_residuals
 
     kernel = linear_kernels().get(KERNEL)
     original = F.linear
@@ -164,9 +161,6 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
         with ExitStack() as stack:
             if fold_norms:
                 labels["decode_norms"] = stack.enter_context(folded_norms(model, kernel, device, check_ids))
-            if fold_residuals:
-                labels["decode_residuals"] = (stack.enter_context(folded_residuals(model, kernel, device, check_ids))
-                                              if check_ids is not None else "not folded: no check tokens given")
             yield labels
     finally:
         F.linear = original

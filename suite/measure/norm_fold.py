@@ -38,7 +38,7 @@ CHECK_TOL = 1e-3
 
 class Deferred(nn.Module):
     """The identity where a module was (kept as ``original``): whoever folded it applies it
-    (here the group's lead normalises; in ``residual_fold`` the layer projects)."""
+    (here the group's lead normalises)."""
 
     def __init__(self, module: nn.Module):
         super().__init__()

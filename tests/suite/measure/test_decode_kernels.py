@@ -36,7 +36,7 @@ def _decode_step(model):
 
 
 def test_the_path_is_a_spec_value():
-    for path in ("compile-tuned+gemv+graph", "compile-tuned+gemv+pdl+graph", "compile-tuned+gemv+pdl+resid+graph"):
+    for path in ("compile-tuned+gemv+graph", "compile-tuned+gemv+pdl+graph"):
         assert path in DECODE_PATHS
         assert MeasureSpec(decode_path=path).decode_path == path
 
@@ -214,50 +214,3 @@ def test_norm_fold_refuses_other_norms_and_undoes_a_failed_check(monkeypatch):
         assert _layer_types(model) == before
     with norm_fold.folded_norms(_tiny(), plugin, "cpu", None) as label:  # nothing fused
         assert label.startswith("not folded: no Llama-style RMSNorm")
-
-
-
-@needs_triton
-def test_residual_adds_folded_into_the_o_and_down_gemvs_and_undone(monkeypatch):
-    """With residual folding each layer's o and down products take the residual as their bias
-    (two GEMV calls with a bias per layer on the decode step), the logits do not move, and the
-    layer classes and projections are put back on exit."""
-    from sparsebench.measure.fuse import fuse_projections_, unfuse_projections_
-
-    calls, normed = [], []
-
-    class Biased(_CountingNormed):
-        def __call__(self, x, weight, bias=None):
-            calls.append((tuple(weight.shape), bias is not None))
-            return self.plugin(x, weight, bias)
-
-    gemv = Biased(linear_kernels().get("dense_gemv"), [], normed)
-    monkeypatch.setattr(linear_kernels(), "get", lambda name: gemv)
-    model = _tiny()
-    with torch.no_grad():
-        want = _decode_step(model)
-        fuse_projections_(model)
-        layers = [(type(lay), lay.self_attn.o_proj, lay.mlp.down_proj) for lay in model.model.layers]
-        with gemv_decode(model, "cpu", check_ids=torch.tensor([[1, 5, 7, 2]]), fold_residuals=True) as labels:
-            assert labels["decode_residuals"] == "residual adds -> o / down GEMV x4"
-            assert {type(lay).__name__ for lay in model.model.layers} == {"ResidualFoldedLlamaDecoderLayer"}
-            calls.clear()
-            got = _decode_step(model)
-        assert [(type(lay), lay.self_attn.o_proj, lay.mlp.down_proj) for lay in model.model.layers] == layers
-        unfuse_projections_(model)
-    # the decode step: per layer o (32 x 32) and down (32 x 48) with the residual as bias; the LM head without
-    assert calls == [((32, 32), True), ((32, 48), True)] * 2 + [((32, 32), False)]
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-
-
-def test_residual_fold_undone_when_a_layer_does_not_take_the_folded_forward(monkeypatch):
-    from sparsebench.measure import residual_fold
-
-    model = _tiny()
-    outputs = iter([torch.ones(1, 2, 3), torch.ones(1, 1, 3), torch.zeros(1, 2, 3), torch.ones(1, 1, 3)])
-    monkeypatch.setattr(residual_fold, "check_logits", lambda m, ids: next(outputs))
-    before = [(type(lay), lay.self_attn.o_proj) for lay in model.model.layers]
-    plugin = linear_kernels().get("dense_gemv")
-    with residual_fold.folded_residuals(model, plugin, "cpu", torch.tensor([[1, 2]])) as label:
-        assert label.startswith("not folded: the check forwards moved the logits by 1.0e+00")
-        assert [(type(lay), lay.self_attn.o_proj) for lay in model.model.layers] == before
