@@ -35,4 +35,4 @@ def int4_matmul(x: Any, qweight: Any, scales: Any, offsets: Any, group: int, imp
     check(x.shape[-1], group)
     from . import triton as fast
 
-    return fast.int4_matmul(x, qweight, scales, offsets, group)
+    return fast.int4_matmul_op(x, qweight, scales, offsets, group)

@@ -360,3 +360,22 @@ def int4_matmul(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, of
     x2 = x.reshape(-1, x.shape[-1])
     plan = plan or choose(x2, qweight, scales, offsets, group)
     return run(plan, x2, qweight, scales, offsets, group).reshape(*lead, qweight.shape[0])
+
+
+@torch.library.custom_op("sparsebench::int4_matmul", mutates_args=())
+def _int4_matmul_op(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
+                    group: int) -> torch.Tensor:
+    return int4_matmul(x, qweight, scales, offsets, group)
+
+
+@_int4_matmul_op.register_fake
+def _(x, qweight, scales, offsets, group):
+    return x.new_empty((*x.shape[:-1], qweight.shape[0]))
+
+
+def int4_matmul_op(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
+                   group: int) -> torch.Tensor:
+    """``int4_matmul`` as a registered op (``torch.ops.sparsebench.int4_matmul``): under
+    ``torch.compile`` the call stays whole; its plan choice and tuning (which time kernels)
+    are never traced into the compiled step."""
+    return _int4_matmul_op(x, qweight, scales, offsets, int(group))

@@ -38,9 +38,9 @@ def sparse_gemv(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.Ten
         return sparse_gemv_ref(x, w_t, threshold, bias)
     if x.numel() // max(x.shape[-1], 1) > MAX_ROWS:
         return masked_matmul(x, w_t, threshold, bias)
-    from .triton import sparse_gemv_triton
+    from .triton import sparse_gemv_op
 
-    return sparse_gemv_triton(x, w_t, threshold, bias)
+    return sparse_gemv_op(x, w_t, threshold, bias)
 
 
 def describe(impl: str, device: str) -> str:

@@ -46,7 +46,8 @@ from .config import (
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
-__all__ = ["DEFAULTS", "GemvConfig", "default_config", "launch_plan", "shape_class", "sparse_gemv_triton"]
+__all__ = ["DEFAULTS", "GemvConfig", "default_config", "launch_plan", "shape_class", "sparse_gemv_op",
+           "sparse_gemv_triton"]
 
 
 @triton.jit
@@ -419,3 +420,24 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
             part, b, out, m, n, p.splits, HAS_BIAS=bias is not None,
             RS=max(1, min(64, 8192 // _REDUCE_BLOCK_N)), BLOCK_N=_REDUCE_BLOCK_N, num_warps=4)
     return out.reshape(*x.shape[:-1], n)
+
+
+@torch.library.custom_op("sparsebench::sparse_gemv", mutates_args=())
+def _sparse_gemv_op(x: torch.Tensor, w_t: torch.Tensor, threshold: torch.Tensor | None, t_scalar: float,
+                    bias: torch.Tensor | None) -> torch.Tensor:
+    return sparse_gemv_triton(x, w_t, threshold if threshold is not None else t_scalar, bias)
+
+
+@_sparse_gemv_op.register_fake
+def _(x, w_t, threshold, t_scalar, bias):
+    return x.new_empty((*x.shape[:-1], w_t.shape[1]))
+
+
+def sparse_gemv_op(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.Tensor,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``sparse_gemv_triton`` as a registered op (``torch.ops.sparsebench.sparse_gemv``):
+    ``torch.compile`` keeps the call whole instead of tracing its plan cache and workspace
+    allocation (graph breaks, and a step that could not be captured in a CUDA graph)."""
+    if isinstance(threshold, torch.Tensor):
+        return _sparse_gemv_op(x, w_t, threshold, 0.0, bias)
+    return _sparse_gemv_op(x, w_t, None, float(threshold), bias)

@@ -23,6 +23,7 @@ __all__ = ["DECODE_M", "PackedWeight", "SparseLinear", "pack", "spmm", "unpack"]
 
 DECODE_M = 16
 _TUNED: dict[tuple[int, int, str, int], dict[str, int]] = {}
+TUNING_LOG: list[str] = []  # one line per tuned (shape, M bucket), in the order they were tuned
 
 
 def spmm(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor | None = None, impl: str = "auto",
@@ -88,7 +89,6 @@ class SparseLinear(nn.Module):
         for name, t in packed.tensors().items():
             self.register_buffer(name, t)
         self.register_buffer("bias", bias)
-        self.tuning_log: list[str] = []
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, autotune: bool = True) -> SparseLinear:
@@ -111,21 +111,41 @@ class SparseLinear(nn.Module):
         return total - int(self.values.numel()), total
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.packed
-        x2 = x.reshape(-1, self.in_features)
-        m = x2.shape[0]
-        if m > DECODE_M:  # compute-bound: decode the weight once, then cuBLAS
-            from . import triton as tri
-
-            y = torch.nn.functional.linear(x2, tri.unpack(p), self.bias)
-            return y.reshape(*x.shape[:-1], self.out_features)
-        launch: dict[str, int] = {}
-        if self.autotune and x.is_cuda and not torch.cuda.is_current_stream_capturing():
-            launch = tune(p, m, self.tuning_log)
-        elif (cached := _TUNED.get((*p.shape, str(p.values.dtype), _m_bucket(m)))) is not None:
-            launch = cached
-        return spmm(x, p, self.bias, impl="triton", **launch)
+        # one registered op: torch.compile keeps it whole instead of tracing the tuning and
+        # capture checks below (which broke CUDA-graph capture of a compiled decode step)
+        return torch.ops.sparsebench.spmm_linear(x, self.values, self.bits, self.row_start, self.bias,
+                                                 self.out_features, self.tile_n, self.tile_k, self.autotune)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"nnz={self.values.numel()}, bitmask tiles {self.tile_n}x{self.tile_k}")
+
+
+@torch.library.custom_op("sparsebench::spmm_linear", mutates_args=())
+def _spmm_linear(x: torch.Tensor, values: torch.Tensor, bits: torch.Tensor, row_start: torch.Tensor,
+                 bias: torch.Tensor | None, out_features: int, tile_n: int, tile_k: int,
+                 autotune: bool) -> torch.Tensor:
+    """``SparseLinear``'s forward: the SpMM kernel for up to ``DECODE_M`` rows (its launch
+    tuned on the first call of a shape and M bucket, never while a CUDA graph is being
+    captured), else the weight decoded on the device and one cuBLAS GEMM."""
+    in_features = x.shape[-1]
+    p = PackedWeight(values, bits, row_start, (out_features, in_features), tile_n, tile_k)
+    x2 = x.reshape(-1, in_features)
+    m = x2.shape[0]
+    if m > DECODE_M:  # compute-bound: decode the weight once, then cuBLAS
+        from . import triton as tri
+
+        y = torch.nn.functional.linear(x2, tri.unpack(p), bias)
+        return y.reshape(*x.shape[:-1], out_features)
+    launch: dict[str, int] = {}
+    if autotune and x.is_cuda and not torch.cuda.is_current_stream_capturing():
+        launch = tune(p, m, TUNING_LOG)
+    elif (cached := _TUNED.get((out_features, in_features, str(values.dtype), _m_bucket(m)))) is not None:
+        launch = cached
+    y = spmm(x, p, bias, impl="triton", **launch)
+    return y
+
+
+@_spmm_linear.register_fake
+def _(x, values, bits, row_start, bias, out_features, tile_n, tile_k, autotune):
+    return x.new_empty((*x.shape[:-1], out_features))

@@ -138,6 +138,21 @@ def test_public_entry_point_matches_ref(m, monkeypatch):
 
 
 @needs_triton
+def test_public_entry_is_one_registered_op_under_compile(monkeypatch):
+    """The fast path is ``torch.ops.sparsebench.int4_matmul``: ``torch.compile`` keeps it
+    whole (``fullgraph`` raises on a graph break), so plan choice and tuning are never traced."""
+    import sparsebench.kernels.int4_matmul.triton  # noqa: F401  (registers the op)
+
+    monkeypatch.setenv("SPARSEBENCH_INT4_TUNE", "0")
+    x, packed, scales, offsets = _args(2, 37, 256, 64, torch.bfloat16, seed=5)
+    want = ref.int4_matmul(x, packed, scales, offsets, 64)
+    assert_close(torch.ops.sparsebench.int4_matmul(x, packed, scales, offsets, 64), want)
+    compiled = torch.compile(lambda a: op.int4_matmul(a, packed, scales, offsets, 64, impl="triton") * 2,
+                             backend="aot_eager", fullgraph=True)
+    assert_close(compiled(x), want * 2)
+
+
+@needs_triton
 def test_triton_keeps_leading_dims_and_refuses_bad_inputs():
     _, packed, scales, offsets = _random_layer(16, 64, 32, torch.float32)
     x = torch.randn(2, 3, 64)

@@ -303,3 +303,23 @@ def test_plan_covers_k_once_and_fills_the_gpu():
                 assert fold_rows % p.fold == 0
                 if n >= 1024 and cfg == default_config(n, k):
                     assert p.n_tiles * p.splits >= 1.5 * 132  # more programs than SMs, with room to spare
+
+
+@needs_triton
+@pytest.mark.parametrize("per_input", [False, True])
+def test_the_public_entry_is_one_registered_op_under_compile(per_input):
+    """``sparse_gemv(impl="triton")`` for a few rows is ``torch.ops.sparsebench.sparse_gemv``:
+    ``torch.compile`` keeps it whole (``fullgraph`` raises on a graph break)."""
+    import sparsebench.kernels.sparse_gemv.triton  # noqa: F401  (registers the op)
+
+    g = torch.Generator().manual_seed(3)
+    w_t = torch.randn(70, 37, generator=g).to(DEVICE)
+    bias = torch.randn(37, generator=g).to(DEVICE)
+    x = torch.randn(2, 70, generator=g).to(DEVICE)
+    t = torch.rand(70, generator=g).to(DEVICE) if per_input else 0.5
+    want = sparse_gemv_ref(x, w_t, t, bias)
+    assert_close(torch.ops.sparsebench.sparse_gemv(x, w_t, t if per_input else None, 0.0 if per_input else 0.5,
+                                                   bias), want)
+    compiled = torch.compile(lambda a: sparse_gemv(a, w_t, t, impl="triton", bias=bias) * 2, backend="aot_eager",
+                             fullgraph=True)
+    assert_close(compiled(x), want * 2)

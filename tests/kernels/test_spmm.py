@@ -76,3 +76,33 @@ def test_module_matches_reference_and_captures_in_a_graph(m):
     want = (x.float() @ lin.weight.float().t() + lin.bias.float()).to(torch.bfloat16)
     assert_close(mod(x), want)
     assert_close(graph_replay(lambda: mod(x)), want)
+
+
+@needs_triton
+@pytest.mark.parametrize("m", [1, 3, 20])  # the SpMM kernel, and (20 > DECODE_M) decode + GEMM
+def test_module_is_one_registered_op_eager_and_compiled(m):
+    """The forward is ``torch.ops.sparsebench.spmm_linear``: ``torch.compile`` keeps it whole
+    (``fullgraph`` raises on a graph break), so nothing of its tuning is traced."""
+    w = sparse(37, 70, 0.5, torch.float32)
+    bias = torch.randn(37).to(DEVICE)
+    mod = SparseLinear(pack(w, tile_n=16, tile_k=32), bias)
+    x = torch.randn(2, m, 70).to(DEVICE)
+    want = x @ w.t() + bias
+    assert_close(mod(x), want)
+    compiled = torch.compile(lambda a: mod(a) * 2, backend="aot_eager", fullgraph=True)
+    assert_close(compiled(x), want * 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_module_captures_in_a_graph():
+    """What the compiled decode step does: compile (inductor), warm up (tunes), then capture."""
+    lin = nn.Linear(256, 96, bias=False).cuda().to(torch.bfloat16)
+    with torch.no_grad():
+        lin.weight.copy_(sparse(96, 256, 0.5, torch.bfloat16))
+    mod = SparseLinear.from_linear(lin)
+    x = torch.randn(1, 256, device="cuda", dtype=torch.bfloat16)
+    compiled = torch.compile(lambda a: mod(a) + 1, fullgraph=True)
+    want = (x.float() @ lin.weight.float().t() + 1).to(torch.bfloat16)
+    assert_close(compiled(x), want)
+    assert_close(graph_replay(lambda: compiled(x)), want)
