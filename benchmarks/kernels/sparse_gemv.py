@@ -14,6 +14,9 @@ weight copies (together well past the L2), CUDA events. At 50% every variant of 
 (kernel kind, tiles, stages, reduction, program count) is timed too, as ``triton[<label>]``
 cases (``--no-sweep`` skips them); the fastest of them, if it beats the default, is then
 timed at every other sparsity as well, so the record holds the winner's whole curve.
+On a Hopper or newer GPU the default is also timed with programmatic dependent launch, as
+``triton+pdl`` (``SPARSEBENCH_PDL=1``: each call's launch and start overlap the call
+before it, as on the decode path ``compile-tuned+gemv+pdl+graph``; ``--no-pdl`` skips it).
 
 Correctness comes first: the default of every shape must match the reference on the GPU
 (0/50/90% sparsity, scalar and per-input thresholds, shared tolerance table) or nothing is
@@ -30,9 +33,12 @@ and meaningless; no record is written unless ``--results`` is given.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -155,9 +161,11 @@ def summary_table(rec: Any, shapes: dict[str, tuple[int, int]], defaults: dict[s
     at50 = [r for r in rec.ratios if r["sparsity"] == 0.5]
     gbs = {(c.params["shape"], c.impl): c.extra.get("live_gbs", 0.0) for c in rec.cases if c.params["sparsity"] == 0.5}
     best: dict[str, Any] = {}
-    print(f"\n{'shape':8s} {'class':7s} {'default@50%':>11s} {'best@50%':>9s} {'live GB/s':>9s}  best variant")
+    print(f"\n{'shape':8s} {'class':7s} {'default@50%':>11s} {'+pdl':>6s} {'best@50%':>9s} {'live GB/s':>9s}  "
+          "best variant (without PDL)")
     for name, (k, n) in shapes.items():
-        rows = [r for r in at50 if r["shape"] == name]
+        with_pdl = next((r["speedup"] for r in at50 if r["shape"] == name and r["impl"] == "triton+pdl"), float("nan"))
+        rows = [r for r in at50 if r["shape"] == name and r["impl"] != "triton+pdl"]
         if not rows:
             continue
         d = next((r["speedup"] for r in rows if r["impl"] == "triton"), float("nan"))
@@ -165,7 +173,8 @@ def summary_table(rec: Any, shapes: dict[str, tuple[int, int]], defaults: dict[s
         is_default = top["impl"] == "triton"
         label = defaults[name].label() if is_default else top["impl"][len("triton["):-1]
         best[name] = {"class": shape_class(n, k), "label": label, "speedup": top["speedup"], "default_speedup": d}
-        print(f"{name:8s} {best[name]['class']:7s} {d:10.2f}x {top['speedup']:8.2f}x "
+        best[name]["pdl_speedup"] = with_pdl
+        print(f"{name:8s} {best[name]['class']:7s} {d:10.2f}x {'-' if with_pdl != with_pdl else f'{with_pdl:.2f}x':>6s} {top['speedup']:8.2f}x "
               f"{gbs.get((name, top['impl']), 0.0):9.0f}  {label}{' (the default)' if is_default else ''}")
     if best:
         per_class = {b["class"]: b["label"] for b in best.values()}
@@ -233,6 +242,22 @@ def _case(impl: str, params: dict[str, Any], samples: list[float], weight_bytes:
                                                "live_gbs": live * weight_bytes / (st["p50"] * 1e-3) / 1e9})
 
 
+@contextmanager
+def _pdl_on() -> Iterator[None]:
+    """``SPARSEBENCH_PDL=1`` while the block runs (the launcher reads it at each launch)."""
+    from sparsebench.kernels.launch import PDL_ENV
+
+    before = os.environ.get(PDL_ENV)
+    os.environ[PDL_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PDL_ENV, None)
+        else:
+            os.environ[PDL_ENV] = before
+
+
 def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvConfig], default: GemvConfig,
                opts: argparse.Namespace, sparsities: tuple[float, ...], reps: int, g: torch.Generator) -> None:
     """cuBLAS and the default at every sparsity, the sweep at 50%, on distinct weight copies."""
@@ -256,7 +281,7 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
         dense_calls = [lambda w=w, x=x: F.linear(x, w) for w, x in zip(ws, xs, strict=True)]
         base = _case("cublas", params, time_calls(dense_calls, reps), wbytes, 1.0)
         rec.cases.append(base)
-        variants = [("triton", default)]
+        variants = [("triton", default)] + ([("triton+pdl", default)] if opts.pdl else [])
         if s == 0.5:
             variants += [(f"triton[{c.label()}]", c) for c in variants_at_50]
         elif best is not None:
@@ -266,7 +291,8 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
             calls = [lambda wt=wt, x=x, t=t, cfg=cfg: sparse_gemv_triton(x, wt, t, config=cfg)
                      for wt, x, t in zip(wts, xs, ts, strict=True)]
             try:
-                c = _case(impl, params, time_calls(calls, reps), wbytes, live)
+                with _pdl_on() if impl == "triton+pdl" else nullcontext():
+                    c = _case(impl, params, time_calls(calls, reps), wbytes, live)
             except Exception:  # e.g. fails only under graph capture: report it, time the others
                 print(f"!! {name} s={s:.1f}: timing {impl} failed:\n{traceback.format_exc(limit=2)}", file=sys.stderr)
                 rec.notes.append(f"timing failed at {name} s={s}: {impl}")
@@ -278,7 +304,9 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
         line = f"cublas {base.p50_ms * 1e3:8.2f}us"
         for c in timed[:1] if timed and timed[0].impl == "triton" else []:
             line += f"  triton {c.p50_ms * 1e3:8.2f}us  speed-up {base.p50_ms / c.p50_ms:5.2f}x"
-        others = [c for c in timed if c.impl != "triton"]
+        for c in (c for c in timed if c.impl == "triton+pdl"):
+            line += f"  +pdl {base.p50_ms / c.p50_ms:5.2f}x"
+        others = [c for c in timed if c.impl not in ("triton", "triton+pdl")]
         if s == 0.5 and others:
             fastest = min(others, key=lambda c: c.p50_ms)
             line += f"  best of {len(timed)}: {base.p50_ms / fastest.p50_ms:5.2f}x {fastest.impl}"
@@ -311,11 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=150.0,
                    help="sweep variants still unchecked (uncompiled) after 60%% of this are left out")
     p.add_argument("--profile", default=None, help="hardware profile id for the record (default: auto; cpu on cpu)")
+    p.add_argument("--no-pdl", dest="pdl", action="store_false",
+                   help="skip the triton+pdl cases (taken only on a Hopper or newer GPU)")
     args = p.parse_args(argv)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device (use --device cpu with TRITON_INTERPRET=1 for a dry run)", file=sys.stderr)
         return 2
+    if args.pdl:
+        from sparsebench.kernels.launch import hopper_or_newer
+
+        args.pdl = hopper_or_newer(torch.device(device))
     table = SHAPES if device == "cuda" else TINY
     names = args.shapes or list(table)
     unknown = [s for s in names if s not in table]

@@ -20,6 +20,11 @@ are read, and each row zeroes its own dropped inputs) use ``tl.dot`` with rows p
 Split-K partials (fp32) are summed either by the last program of a column tile to finish
 (an integer atomic counts arrivals; it sums the splits in a fixed order, so the result is
 deterministic, and resets its counter for the next call) or by a second small kernel.
+
+With programmatic dependent launch (``launch.pdl``: ``SPARSEBENCH_PDL=1``, Hopper+) every
+kernel lets the next one launch at once and waits for the one before it first thing: every
+read depends on x (which live rows to load), so there is nothing to prefetch, but the
+launch and start of the next call overlap this one's tail.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..launch import arrival_counters, sm_count, workspace
+from ..launch import arrival_counters, pdl, sm_count, workspace
 from . import MAX_ROWS
 from .config import (
     DEFAULTS,
@@ -95,6 +100,16 @@ def _keep_pairs(x_ptr, t_ptr, t_scalar, ke, k_hi, PER_CHANNEL: tl.constexpr, X_B
     le = (tl.abs(xe) > te) & ok
     lo = (tl.abs(xo) > to) & (ke + 1 < k_hi)
     return tl.where(le, xe, 0.0), tl.where(lo, xo, 0.0), le, lo
+
+
+@triton.jit
+def _pdl_start(PDL: tl.constexpr):
+    """With programmatic dependent launch: let the next kernel launch now, then wait for the
+    kernel before this one (which writes x) before anything is read or written: the split
+    partials and arrival counters of the call before may be in use until then."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
 
 
 @triton.jit
@@ -186,8 +201,9 @@ def _gemv_mask_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_ptr, 
                       RS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, USE_DOT: tl.constexpr,
                       FOLD: tl.constexpr, DOT_F32: tl.constexpr, PAIRS: tl.constexpr,
-                      X_BF16: tl.constexpr):
+                      X_BF16: tl.constexpr, PDL: tl.constexpr):
     """One (column tile, K split): every block of inputs, dead rows' loads predicated off."""
+    _pdl_start(PDL)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -267,9 +283,10 @@ def _compact_live(x_ptr, t_ptr, t_scalar, list_ptr, k_lo, k_hi, M, stride_xm,
 @triton.jit(do_not_specialize=["k_per_split"])
 def _compact_pass_kernel(x_ptr, t_ptr, t_scalar, list_ptr, count_ptr, M, K, k_per_split, stride_xm,
                          PER_CHANNEL: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr,
-                         PACK: tl.constexpr, X_BF16: tl.constexpr):
+                         PACK: tl.constexpr, X_BF16: tl.constexpr, PDL: tl.constexpr):
     """``pre=1``: one program per K split packs the split's live inputs once, for every column
     tile of that split to reuse (instead of each program packing its own copy)."""
+    _pdl_start(PDL)
     pid_k = tl.program_id(0)
     k_lo = pid_k * k_per_split
     k_hi = tl.minimum(k_lo + k_per_split, K)
@@ -286,9 +303,10 @@ def _gemv_compact_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_pt
                          BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, USE_DOT: tl.constexpr,
                          FOLD: tl.constexpr, DOT_F32: tl.constexpr, ROWS: tl.constexpr,
                          CHUNK: tl.constexpr, PACK: tl.constexpr, X_BF16: tl.constexpr,
-                         PRE: tl.constexpr):
+                         PRE: tl.constexpr, PDL: tl.constexpr):
     """One (column tile, K split): pack the split's live inputs (or read the list the pre-pass
     packed), then gather only their rows."""
+    _pdl_start(PDL)
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -335,8 +353,9 @@ def _gemv_compact_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_pt
 
 @triton.jit(do_not_specialize=["splits"])
 def _reduce_kernel(part_ptr, bias_ptr, y_ptr, M, N, splits,
-                   HAS_BIAS: tl.constexpr, RS: tl.constexpr, BLOCK_N: tl.constexpr):
+                   HAS_BIAS: tl.constexpr, RS: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr):
     """The ``r=launch`` reduction: one program per BLOCK_N outputs."""
+    _pdl_start(PDL)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     _sum_partials(part_ptr, bias_ptr, y_ptr, offs_n, offs_n < N, M, N, splits, HAS_BIAS, RS, BLOCK_N)
 
@@ -397,10 +416,12 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
     b = bias if bias is not None else out
     part = out if p.reduce == REDUCE_NONE else workspace((p.splits, m, n), torch.float32, x.device)
     cnt = arrival_counters(x.device, p.n_tiles) if p.reduce == REDUCE_FUSED else part
+    use_pdl = pdl(x.device)
+    launch = {"launch_pdl": True} if use_pdl else {}
     common = dict(PER_CHANNEL=per_channel, HAS_BIAS=bias is not None, REDUCE=p.reduce, RS=p.reduce_rows,
                   BLOCK_M=p.block_m, BLOCK_N=p.block_n, BLOCK_K=p.block_k, NUM_STAGES=cfg.num_stages,
                   USE_DOT=p.use_dot, FOLD=p.fold, DOT_F32=INTERPRET or x.dtype == torch.float32,
-                  num_warps=cfg.num_warps)
+                  PDL=use_pdl, num_warps=cfg.num_warps, **launch)
     args = (x2, w_t, t_vec, t_scalar, b, out, part, cnt)
     dims = (m, n, k, p.k_per_split, p.splits, x2.stride(0), w_t.stride(0))
     if cfg.kind == "compact":
@@ -409,7 +430,8 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
             lists = workspace((p.splits * p.k_per_split + p.splits,), torch.int32, x.device)
             counts = lists[p.splits * p.k_per_split:]
             _compact_pass_kernel[(p.splits,)](x2, t_vec, t_scalar, lists, counts, m, k, p.k_per_split,
-                                              x2.stride(0), PER_CHANNEL=per_channel, num_warps=4, **pack)
+                                              x2.stride(0), PER_CHANNEL=per_channel, num_warps=4, PDL=use_pdl,
+                                              **launch, **pack)
         else:
             lists = counts = workspace((p.n_tiles * p.splits * p.k_per_split,), torch.int32, x.device)
         _gemv_compact_kernel[p.grid](*args, lists, counts, *dims, PRE=p.prepass, **pack, **common)
@@ -418,7 +440,8 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
     if p.reduce == REDUCE_LAUNCH:
         _reduce_kernel[(triton.cdiv(n, _REDUCE_BLOCK_N),)](
             part, b, out, m, n, p.splits, HAS_BIAS=bias is not None,
-            RS=max(1, min(64, 8192 // _REDUCE_BLOCK_N)), BLOCK_N=_REDUCE_BLOCK_N, num_warps=4)
+            RS=max(1, min(64, 8192 // _REDUCE_BLOCK_N)), BLOCK_N=_REDUCE_BLOCK_N, PDL=use_pdl, num_warps=4,
+            **launch)
     return out.reshape(*x.shape[:-1], n)
 
 

@@ -16,7 +16,7 @@ from sparsebench.kernels.dispatch import interpreting, triton_available
 from sparsebench.kernels.sparse_gemv import MAX_ROWS, masked_matmul, sparse_gemv, sparse_gemv_ref
 from sparsebench.kernels.tolerances import assert_close
 
-from .markers import DEVICE, needs_triton
+from .markers import DEVICE, force_pdl, needs_triton
 
 
 def _variants():
@@ -323,3 +323,21 @@ def test_the_public_entry_is_one_registered_op_under_compile(per_input):
     compiled = torch.compile(lambda a: sparse_gemv(a, w_t, t, impl="triton", bias=bias) * 2, backend="aot_eager",
                              fullgraph=True)
     assert_close(compiled(x), want * 2)
+
+
+@needs_triton
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_on_the_programmatic_dependent_launch_path(variant, poisoned, monkeypatch):
+    """Each kernel of a variant (pre-pass, GEMV, launched reduction) waits for the kernel
+    before it first thing; on a Hopper GPU two calls back to back share the arrival counters
+    and scratch, so the second must still match."""
+    from sparsebench.kernels.sparse_gemv import triton as kt
+
+    force_pdl(monkeypatch, kt)
+    cfg = _variants()[variant]
+    x, w_t, bias = _operands(3, 257, 37, torch.bfloat16, seed=11)
+    x2 = x.flip(0)
+    t = _threshold(x, 0.5, False)
+    first, second = _run(x, w_t, t, bias, cfg), _run(x2, w_t, t, bias, cfg)
+    assert_close(first, sparse_gemv_ref(x, w_t, t, bias))
+    assert_close(second, sparse_gemv_ref(x2, w_t, t, bias))

@@ -71,5 +71,5 @@ def test_the_decode_step_compiles_without_a_graph_break(swap):
         got = _steps(model, step, ids)
     finally:
         torch._dynamo.reset()
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
