@@ -385,8 +385,12 @@ class Runner:
             except Exception as exc:  # some models' forward cannot be captured
                 rec.notes.append(f"{name}: CUDA graph failed ({type(exc).__name__}: {exc}); eager timed")
             else:
+                from .measure.decode_graph import GRAPH_CHECK_TOL, INCONCLUSIVE_NOTE
+
                 rec.kernels[kernel_key] = graph_label
                 rec.add_metric(f"{name}_graph_check_rel_err", Metric(value=err))
+                if err >= GRAPH_CHECK_TOL:
+                    rec.notes.append(f"{name}: " + INCONCLUSIVE_NOTE.format(tol=GRAPH_CHECK_TOL))
                 return samples
             rec.kernels[kernel_key] = eager_label
         return eager()

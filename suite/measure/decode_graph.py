@@ -15,6 +15,46 @@ from typing import Any
 # under capture; in bf16 through 30+ layers of random weights that moves logits by a few
 # 1e-3 relative. A wrong graph (stale positions, unwritten cache) moves them by ~1.
 GRAPH_CHECK_TOL = 0.1
+# Except where the model itself amplifies such differences: thresholds on random weights
+# (activation sparsity) flip on last-bit changes and the logits decorrelate (a 32-layer
+# random Llama with 50% input thresholds moves its logits by 0.36 relative for 1e-3 noise
+# per linear; dense: 0.002). There the eager call is rerun under the other cuBLAS library;
+# if that moves the logits past the tolerance too, the check is inconclusive, not failed.
+INCONCLUSIVE_NOTE = ("the CUDA graph replay differs from the eager call by more than {tol}, but so "
+                     "does the eager call itself under another cuBLAS library (the model amplifies "
+                     "last-bit GEMM differences, e.g. thresholds on random weights): the graph was "
+                     "timed, its result could not be checked")
+
+
+def judge_replay(err: float, eager_spread: Callable[[], float]) -> float:
+    """The replay's relative error if the graph passes (or the check is inconclusive: the
+    eager result itself moves past the tolerance under another GEMM library, so a larger
+    ``err`` is returned for the caller to note); raises when the replay alone is off."""
+    if err < GRAPH_CHECK_TOL:
+        return err
+    spread = eager_spread()
+    if not spread >= GRAPH_CHECK_TOL:
+        raise RuntimeError(f"CUDA graph replay differs from the eager call (relative error {err:.2e}; "
+                           f"eager under another cuBLAS library differs by {spread:.2e})")
+    return err
+
+
+def _eager_spread(call: Callable[[], Any], prepare: Callable[[], None], eager: Any) -> float:
+    """How far the eager result moves when cuBLAS and cuBLASLt swap roles (0 if this torch
+    cannot switch: then the check stays strict)."""
+    import torch
+
+    before = torch.backends.cuda.preferred_blas_library()
+    other = "cublas" if before == torch._C._BlasBackend.Cublaslt else "cublaslt"
+    try:
+        torch.backends.cuda.preferred_blas_library(other)
+    except Exception:  # a build without the switch
+        return 0.0
+    try:
+        prepare()
+        return _rel_err(call(), eager)
+    finally:
+        torch.backends.cuda.preferred_blas_library(before)
 
 
 def _rel_err(got: Any, ref: Any) -> float:
@@ -26,7 +66,9 @@ def _capture(call: Callable[[], Any], prepare: Callable[[], None] = lambda: None
     against one eager call on the same state (``prepare`` restores that state each time).
 
     Returns the graph, the graph's static output, and the replay's relative error; raises
-    if the replay does not reproduce the eager result (then nothing is timed).
+    if the replay does not reproduce the eager result (then nothing is timed), unless the
+    eager result is itself that unstable (``judge_replay``; the error returned is then at
+    least ``GRAPH_CHECK_TOL``, for the caller to note).
     """
     import torch
 
@@ -45,9 +87,7 @@ def _capture(call: Callable[[], Any], prepare: Callable[[], None] = lambda: None
         out = call()
     prepare()
     graph.replay()
-    err = _rel_err(out, eager)
-    if not err < GRAPH_CHECK_TOL:
-        raise RuntimeError(f"CUDA graph replay differs from the eager call (relative error {err:.2e})")
+    err = judge_replay(_rel_err(out, eager), lambda: _eager_spread(call, prepare, eager))
     return graph, out, err
 
 

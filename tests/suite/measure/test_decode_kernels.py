@@ -214,3 +214,21 @@ def test_norm_fold_refuses_other_norms_and_undoes_a_failed_check(monkeypatch):
         assert _layer_types(model) == before
     with norm_fold.folded_norms(_tiny(), plugin, "cpu", None) as label:  # nothing fused
         assert label.startswith("not folded: no Llama-style RMSNorm")
+
+
+def test_graph_replay_judged_against_the_models_own_eager_spread():
+    """A replay within tolerance passes without a second eager call; one off by more fails
+    unless eager under the other cuBLAS library moves as far (then it is returned, for the
+    caller to note the check as inconclusive)."""
+    from sparsebench.measure.decode_graph import GRAPH_CHECK_TOL, judge_replay
+
+    def never():
+        raise AssertionError("the spread is only measured when the replay is off")
+
+    assert judge_replay(1e-3, never) == 1e-3
+    with pytest.raises(RuntimeError, match=r"relative error 9\.30e-01; eager under another cuBLAS library "
+                                           r"differs by 2\.00e-03"):
+        judge_replay(0.93, lambda: 2e-3)
+    with pytest.raises(RuntimeError):
+        judge_replay(0.93, lambda: 0.0)  # a torch that cannot switch libraries: strict
+    assert judge_replay(0.93, lambda: 0.91) == 0.93 >= GRAPH_CHECK_TOL
