@@ -3,7 +3,7 @@
 # output (records, logs) gathered into one archive under $OUT (the lease returns few files).
 #   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP two4 spmm gemv dgemv sdattn int4 bsa topk probe e2e kv prefill stages
 #   (t:OP = only tests/kernels/test_OP.py; E2E_METHODS, E2E_PATH (one or more decode paths) choose the end-to-end runs;
-#   E2E_PREFILL: their prefill lengths (default 512 2048); PROBE_ARGS, PROBE_LIMIT: the decode probe's options and
+#   E2E_PREFILL: their prefill lengths (default 512 2048); E2E_ARGS: more benchgpu options; PROBE_ARGS, PROBE_LIMIT: the decode probe's options and
 #   time limit; the GPU's clocks, temperature and power are sampled every 250 ms into clocks.csv)
 # Records land in W/results/{runs,kernels}; copy them into results/ after checking them.
 # The GPU machine has no network: pydantic and its deps travel as wheels in .whl/ (see
@@ -63,7 +63,7 @@ for s in "$@"; do
                  step ${E2E_LIMIT:-300} python3 -m sparsebench.benchgpu --models shape:llama-3.1-8b \
                      --methods ${E2E_METHODS:-dense rtn teal magnitude wanda} --kernel fast \
                      --decode-path "$path" \
-                     --prefill-lengths ${E2E_PREFILL:-512 2048} --decode-context 512 --results "$R" --profile "$PROFILE"
+                     --prefill-lengths ${E2E_PREFILL:-512 2048} --decode-context 512 --results "$R" --profile "$PROFILE" ${E2E_ARGS:-}
              done ;;
         *) echo "unknown step $s" | tee -a "$LOG" ;;
     esac
