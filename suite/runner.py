@@ -346,7 +346,7 @@ class Runner:
             compile_mode = {"graph": None, "compile+graph": "default", "compile-tuned+graph": "tuned",
                             "compile-tuned+gemv+graph": "tuned",
                             "compile-tuned+gemv+pdl+graph": "tuned-pdl"}[m.decode_path]
-            graphed = (partial(self._decode_graphed, rec, model, ids, m.decode_path, compile_mode, kw)
+            graphed = (partial(self._decode_graphed_or_plain, rec, name, model, ids, m.decode_path, compile_mode, kw)
                        if gpu else None)
             samples = self._graphed_or_eager(
                 rec, name, "decode_step", f"{m.decode_path}(static_cache)", "eager(dynamic_cache)",
@@ -357,6 +357,23 @@ class Runner:
         for k, v in memory.read_peak(device).items():
             rec.add_metric(f"inference_{k}", Metric(value=v, direction="lower", unit="bytes"))
         rec.kernels.setdefault("timer", "cuda_events" if gpu else "perf_counter_ns")
+
+    def _decode_graphed_or_plain(self, rec: RunRecord, name: str, model: Any, ids: Any, path: str,
+                                 compile_mode: str | None, kw: dict[str, Any]) -> tuple[Any, ...]:
+        """The requested decode path; if it fails (a method's module that cannot be compiled or
+        captured that way), the plain ``graph`` path before eager, so the figure stays one of a
+        CUDA graph. The record's ``decode_step`` names what was timed; a note says why."""
+        try:
+            return self._decode_graphed(rec, model, ids, path, compile_mode, kw)
+        except Exception as exc:
+            if path == "graph":
+                raise
+            rec.notes.append(f"{name}: decode path {path} failed ({type(exc).__name__}: {str(exc)[:300]}); "
+                             "the plain graph path was timed instead")
+            from .measure.decode_graph import measure_decode_graphed
+
+            samples, err = measure_decode_graphed(model, ids, compile=None, **kw)
+            return samples, err, "graph(static_cache)"
 
     @staticmethod
     def _decode_graphed(rec: RunRecord, model: Any, ids: Any, path: str, compile_mode: str | None,
@@ -378,16 +395,18 @@ class Runner:
                           eager_label: str, graphed: Callable[[], tuple[list[float], float]] | None,
                           eager: Callable[[], list[float]]) -> list[float]:
         """On a GPU time the CUDA-graph version (and store its check error); fall back to eager
-        timing with a note when the graph cannot be captured or fails its check."""
+        timing with a note when the graph cannot be captured or fails its check. ``graphed``
+        returns ``(samples, check error)``, or with a third item the label of what it timed
+        when that is not ``graph_label``."""
         if graphed is not None:
             try:
-                samples, err = graphed()
+                samples, err, *label = graphed()
             except Exception as exc:  # some models' forward cannot be captured
                 rec.notes.append(f"{name}: CUDA graph failed ({type(exc).__name__}: {exc}); eager timed")
             else:
                 from .measure.decode_graph import GRAPH_CHECK_TOL, INCONCLUSIVE_NOTE
 
-                rec.kernels[kernel_key] = graph_label
+                rec.kernels[kernel_key] = label[0] if label else graph_label
                 rec.add_metric(f"{name}_graph_check_rel_err", Metric(value=err))
                 if err >= GRAPH_CHECK_TOL:
                     rec.notes.append(f"{name}: " + INCONCLUSIVE_NOTE.format(tol=GRAPH_CHECK_TOL))

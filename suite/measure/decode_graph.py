@@ -137,9 +137,19 @@ def measure_decode_graphed(
     generated kernels launched by programmatic dependent launch)."""
     import torch
 
-    forward = torch.compile(model.forward, dynamic=False, options=compile_options(compile)) if compile else None
-    return decode_timings(model, ids, batch=batch, context=context, tokens=tokens, warmup=warmup,
-                          repetitions=repetitions, progress=progress, forward=forward)["synced"]
+    if not compile:
+        return decode_timings(model, ids, batch=batch, context=context, tokens=tokens, warmup=warmup,
+                              repetitions=repetitions, progress=progress)["synced"]
+    # a fresh dynamo cache per measurement: the runs of one process (benchgpu: every method on
+    # the same model class) would otherwise pile up compiled entries on the same code objects
+    # until dynamo's per-frame recompile limit, after which it runs those frames uncompiled
+    torch._dynamo.reset()
+    try:
+        forward = torch.compile(model.forward, dynamic=False, options=compile_options(compile))
+        return decode_timings(model, ids, batch=batch, context=context, tokens=tokens, warmup=warmup,
+                              repetitions=repetitions, progress=progress, forward=forward)["synced"]
+    finally:
+        torch._dynamo.reset()  # and nothing compiled keeps the model alive after it
 
 
 def decode_timings(

@@ -130,3 +130,30 @@ def test_gpu_profiles_resolve_fusion_into_the_key_cpu_keys_stay():
     assert "fuse_projections" not in cpu.model_dump(mode="json")["measure"]
     no_latency = resolve(RunSpec(model=shape, profile="h100", measure=MeasureSpec(enabled=False)), machine).spec
     assert no_latency.measure.fuse_projections is None
+
+
+def test_a_failing_fast_decode_path_falls_back_to_the_plain_graph(tmp_path, monkeypatch):
+    """The requested path failing (as wanda's compiled step once did) times the plain graph
+    path, not eager, and the record says which ran and why; a failing plain path falls to eager."""
+    from sparsebench.measure import decode_graph
+    from sparsebench.store.records import RunRecord
+
+    runner = Runner(tmp_path, progress=False, log=lambda _: None)
+    rec = RunRecord(run_id="r", spec_key="k", created_at="now", status="ok", spec={}, env={}, hardware={})
+
+    def fast(*args):
+        raise RuntimeError("operation failed due to a previous error during capture")
+
+    monkeypatch.setattr(Runner, "_decode_graphed", staticmethod(fast))
+    monkeypatch.setattr(decode_graph, "measure_decode_graphed", lambda model, ids, compile, **kw: ([4.0, 5.0], 1e-3))
+    path = "compile-tuned+gemv+pdl+graph"
+    graphed = lambda: runner._decode_graphed_or_plain(rec, "decode_b1_c8", None, None, path, "tuned-pdl", {})  # noqa: E731
+    samples = runner._graphed_or_eager(rec, "decode_b1_c8", "decode_step", f"{path}(static_cache)",
+                                       "eager(dynamic_cache)", graphed, lambda: [9.0])
+    assert samples == [4.0, 5.0] and rec.kernels["decode_step"] == "graph(static_cache)"
+    assert any("decode path compile-tuned+gemv+pdl+graph failed (RuntimeError: operation failed" in n
+               and "the plain graph path was timed instead" in n for n in rec.notes)
+    plain = lambda: runner._decode_graphed_or_plain(rec, "decode_b1_c8", None, None, "graph", None, {})  # noqa: E731
+    assert runner._graphed_or_eager(rec, "decode_b1_c8", "decode_step", "graph(static_cache)",
+                                    "eager(dynamic_cache)", plain, lambda: [9.0]) == [9.0]
+    assert rec.kernels["decode_step"] == "eager(dynamic_cache)"
