@@ -23,6 +23,19 @@ METHODS = (("dense", {}), ("magnitude", {"pattern": "2:4"}), ("wanda", {"sparsit
            ("chess", {"sparsity": 0.5}))
 
 
+FAST_PATHS = ("compile-tuned+gemv+pdl+graph", "compile-tuned+gemv+graph")
+
+
+def auto_decode_path() -> str:
+    """The fastest decode path for this machine's GPU: programmatic dependent launch needs
+    Hopper (compute capability 9) or newer; without CUDA every run is skipped anyway."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "graph"
+    return FAST_PATHS[0] if torch.cuda.get_device_capability()[0] >= 9 else FAST_PATHS[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sparsebench.benchgpu", description=__doc__)
     p.add_argument("--models", nargs="+", default=list(MODELS))
@@ -33,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-context", type=int, default=512)
     p.add_argument("--decode-tokens", type=int, default=32)
     p.add_argument("--repetitions", type=int, default=10)
-    p.add_argument("--decode-path", choices=list(DECODE_PATHS), default="graph")
+    p.add_argument("--decode-path", choices=["auto", *DECODE_PATHS], default="auto",
+                   help="decode step (see MeasureSpec.decode_path); auto = the fastest this GPU runs: "
+                        f"{FAST_PATHS[0]} on Hopper and newer, else {FAST_PATHS[1]}; a path that fails "
+                        "for a method is replaced by 'graph' in its record, with a note")
     p.add_argument("--no-fuse-projections", dest="fuse_projections", action="store_false", default=None,
                    help="measure with separate q/k/v and gate/up projections (default: fused, "
                         "one GEMV each; see sparsebench.measure.fuse)")
@@ -43,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow")
     args = p.parse_args(argv)
     configs = dict(METHODS)
+    if args.decode_path == "auto":
+        args.decode_path = auto_decode_path()
     measure = MeasureSpec(warmup=3, repetitions=args.repetitions, prefill_lengths=tuple(args.prefill_lengths),
                           decode_context=args.decode_context, decode_tokens=args.decode_tokens,
                           decode_path=args.decode_path, fuse_projections=args.fuse_projections)

@@ -41,3 +41,18 @@ def test_gpu_bench_on_a_cpu_machine_writes_skipped_records(tmp_path):
         assert r.status == "skipped"
         assert r.reason == "no CUDA device: profile 'h100' needs one"
         assert r.hardware["profile"] == "h100"
+        assert r.spec["measure"]["decode_path"] == "graph"  # auto, with no CUDA device
+
+
+def test_auto_decode_path_follows_the_gpu(monkeypatch):
+    import torch
+
+    from sparsebench import benchgpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    assert benchgpu.auto_decode_path() == "compile-tuned+gemv+pdl+graph"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    assert benchgpu.auto_decode_path() == "compile-tuned+gemv+graph"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert benchgpu.auto_decode_path() == "graph"
