@@ -79,9 +79,64 @@ class SparseInputLinear(_Counting):
         bias = self.linear.bias if self.linear is not None else self.bias
         return sparse_gemv(x, self.w_t, self.threshold, impl=self.impl, bias=bias)
 
+    def fuse_siblings_(self, siblings: list[SparseInputLinear]) -> _FusedSparseProduct | str:
+        """Fuse with sibling projections that read the same input (the harness's latency-only
+        projection fusion, ``sparsebench.measure.fuse``): one sparse GEMV over the concatenated
+        transposed weights, so the live inputs are found once and one kernel runs. Only with
+        the same threshold (TEAL calibrates one per input site) and the fast kernel's layout;
+        returns why not otherwise."""
+        mods = [self, *siblings]
+        if any(m.weight_t is None for m in mods):
+            return "the reference layout (fusing pays only with the kernel's transposed weights)"
+        if any(m.counting for m in mods):
+            return "counting dropped inputs"
+        t0 = self.threshold
+        same = all(isinstance(m.threshold, torch.Tensor) == isinstance(t0, torch.Tensor) for m in mods) and all(
+            torch.equal(m.threshold, t0) if isinstance(t0, torch.Tensor) else m.threshold == t0 for m in mods)
+        if not same:
+            return "different thresholds"
+        w0 = self.weight_t
+        if any(m.in_features != self.in_features or m.weight_t.dtype != w0.dtype or m.weight_t.device != w0.device
+               for m in mods):
+            return "different input widths, dtypes or devices"
+        if len({m.bias is None for m in mods}) > 1:
+            return "bias on some only"
+        return _FusedSparseProduct(mods)
+
     def extra_repr(self) -> str:
         t = "per-input" if isinstance(self.threshold, torch.Tensor) else f"{self.threshold:.4g}"
         return f"in={self.in_features}, out={self.out_features}, threshold={t}, impl={self.impl}"
+
+
+class _FusedSparseProduct:
+    """Sibling ``SparseInputLinear`` layers as one: their transposed weights concatenated along
+    the output dimension (each layer's ``weight_t`` becomes a column slice of it, so no bytes
+    are added), one threshold, biases concatenated."""
+
+    def __init__(self, mods: list[SparseInputLinear]):
+        with torch.no_grad():
+            self.mods = mods
+            self.w_t = torch.cat([m.weight_t for m in mods], dim=1)
+            self.bias = torch.cat([m.bias for m in mods]) if mods[0].bias is not None else None
+            self.threshold, self.impl = mods[0].threshold, mods[0].impl
+            start = 0
+            for m in mods:
+                n = m.out_features
+                m.weight_t = nn.Parameter(self.w_t[:, start: start + n], requires_grad=False)
+                if self.bias is not None:
+                    m.bias = self.bias[start: start + n]
+                start += n
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return sparse_gemv(x, self.w_t, self.threshold, impl=self.impl, bias=self.bias)
+
+    def undo(self) -> None:
+        with torch.no_grad():
+            for m in self.mods:
+                m.weight_t = nn.Parameter(m.weight_t.contiguous(), requires_grad=False)
+                if m.bias is not None:
+                    m.bias = m.bias.clone()
+        self.mods, self.w_t, self.bias = [], None, None
 
 
 class ThresholdedActivation(_Counting):

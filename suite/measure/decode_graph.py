@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .spread import other_blas_spread, rel_err
+
 # A replay runs the same math as the eager call, but cuBLAS may pick other algorithms
 # under capture; in bf16 through 30+ layers of random weights that moves logits by a few
 # 1e-3 relative. A wrong graph (stale positions, unwritten cache) moves them by ~1.
@@ -39,27 +41,6 @@ def judge_replay(err: float, eager_spread: Callable[[], float]) -> float:
     return err
 
 
-def _eager_spread(call: Callable[[], Any], prepare: Callable[[], None], eager: Any) -> float:
-    """How far the eager result moves when cuBLAS and cuBLASLt swap roles (0 if this torch
-    cannot switch: then the check stays strict)."""
-    import torch
-
-    before = torch.backends.cuda.preferred_blas_library()
-    other = "cublas" if before == torch._C._BlasBackend.Cublaslt else "cublaslt"
-    try:
-        torch.backends.cuda.preferred_blas_library(other)
-    except Exception:  # a build without the switch
-        return 0.0
-    try:
-        prepare()
-        return _rel_err(call(), eager)
-    finally:
-        torch.backends.cuda.preferred_blas_library(before)
-
-
-def _rel_err(got: Any, ref: Any) -> float:
-    return float((got.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12))
-
 
 def _capture(call: Callable[[], Any], prepare: Callable[[], None] = lambda: None) -> tuple[Any, Any, float]:
     """Warm ``call`` up on a side stream, capture it in a CUDA graph, and check one replay
@@ -87,7 +68,7 @@ def _capture(call: Callable[[], Any], prepare: Callable[[], None] = lambda: None
         out = call()
     prepare()
     graph.replay()
-    err = judge_replay(_rel_err(out, eager), lambda: _eager_spread(call, prepare, eager))
+    err = judge_replay(rel_err(out, eager), lambda: other_blas_spread(call, eager, prepare))
     return graph, out, err
 
 

@@ -31,6 +31,17 @@ def _teal_(model):
         install(block, {name: 0.02 for name in block_linears(block)}, impl="triton")
 
 
+def _teal_fused_(model):
+    """TEAL with q/k/v and gate/up fused as the GPU latency path fuses them (one threshold per site)."""
+    from sparsebench.measure.fuse import fuse_projections_
+
+    for block in decoder_blocks(model):
+        sites = {"self_attn.q_proj": 0.02, "self_attn.k_proj": 0.02, "self_attn.v_proj": 0.02,
+                 "self_attn.o_proj": 0.03, "mlp.gate_proj": 0.01, "mlp.up_proj": 0.01, "mlp.down_proj": 0.03}
+        install(block, sites, impl="triton")
+    assert fuse_projections_(model).summary() == "qkv x2, gate_up x2"
+
+
 def _sparse_linears_(model):
     for block in decoder_blocks(model):
         for name, lin in block_linears(block).items():
@@ -59,7 +70,7 @@ def _steps(model, forward, ids, steps=2):
 
 
 @needs_triton
-@pytest.mark.parametrize("swap", [_teal_, _sparse_linears_], ids=["sparse_gemv", "spmm"])
+@pytest.mark.parametrize("swap", [_teal_, _teal_fused_, _sparse_linears_], ids=["sparse_gemv", "sparse_gemv_fused", "spmm"])
 def test_the_decode_step_compiles_without_a_graph_break(swap):
     model = _llama()
     swap(model)
