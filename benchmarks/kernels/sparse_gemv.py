@@ -33,12 +33,10 @@ and meaningless; no record is written unless ``--results`` is given.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -55,6 +53,7 @@ from sparsebench.kernels.sparse_gemv.config import (
 )
 from sparsebench.kernels.sparse_gemv.triton import sparse_gemv_triton
 from sparsebench.kernels.tolerances import TOLERANCES, assert_close
+from sparsebench.measure.decode_kernels import pdl_launches
 
 SHAPES = {"q_o": (4096, 4096), "k_v": (4096, 1024), "gate_up": (4096, 14336), "down": (14336, 4096)}
 TINY = {"tiny_a": (37, 53), "tiny_b": (300, 40)}
@@ -242,22 +241,6 @@ def _case(impl: str, params: dict[str, Any], samples: list[float], weight_bytes:
                                                "live_gbs": live * weight_bytes / (st["p50"] * 1e-3) / 1e9})
 
 
-@contextmanager
-def _pdl_on() -> Iterator[None]:
-    """``SPARSEBENCH_PDL=1`` while the block runs (the launcher reads it at each launch)."""
-    from sparsebench.kernels.launch import PDL_ENV
-
-    before = os.environ.get(PDL_ENV)
-    os.environ[PDL_ENV] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(PDL_ENV, None)
-        else:
-            os.environ[PDL_ENV] = before
-
-
 def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvConfig], default: GemvConfig,
                opts: argparse.Namespace, sparsities: tuple[float, ...], reps: int, g: torch.Generator) -> None:
     """cuBLAS and the default at every sparsity, the sweep at 50%, on distinct weight copies."""
@@ -291,7 +274,7 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
             calls = [lambda wt=wt, x=x, t=t, cfg=cfg: sparse_gemv_triton(x, wt, t, config=cfg)
                      for wt, x, t in zip(wts, xs, ts, strict=True)]
             try:
-                with _pdl_on() if impl == "triton+pdl" else nullcontext():
+                with pdl_launches() if impl == "triton+pdl" else nullcontext():
                     c = _case(impl, params, time_calls(calls, reps), wbytes, live)
             except Exception:  # e.g. fails only under graph capture: report it, time the others
                 print(f"!! {name} s={s:.1f}: timing {impl} failed:\n{traceback.format_exc(limit=2)}", file=sys.stderr)

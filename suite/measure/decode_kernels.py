@@ -110,6 +110,23 @@ PDL_ENV = "SPARSEBENCH_PDL"  # read by the kernels' launchers (kernels/launch.py
 
 
 @contextmanager
+def pdl_launches() -> Iterator[None]:
+    """``SPARSEBENCH_PDL=1`` while the block runs (the launchers read it at each launch), and
+    whatever was there before put back after."""
+    import os
+
+    before = os.environ.get(PDL_ENV)
+    os.environ[PDL_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PDL_ENV, None)
+        else:
+            os.environ[PDL_ENV] = before
+
+
+@contextmanager
 def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = True,
                 check_ids: Any = None) -> Iterator[dict[str, str]]:
     """Route one-row linear products to the GEMV plugin and SDPA attention to the decode
@@ -148,17 +165,16 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
         else:
             swap_to = "eager"
             labels["decode_attention"] = "eager (matmul + softmax, compiled): no attention kernel plugin loads"
-    pdl_before = os.environ.get(PDL_ENV)
-    if pdl:
-        os.environ[PDL_ENV] = "1"
-    if os.environ.get(PDL_ENV) == "1":
-        labels["decode_launch"] = ("programmatic dependent launch (Hopper+): the plugins' kernels"
-                                   + (" and inductor's" if pdl else f", by {PDL_ENV}=1 in the environment"))
     F.linear = linear
     try:
         if swap_to:
             set_attention(model, swap_to)
         with ExitStack() as stack:
+            if pdl:
+                stack.enter_context(pdl_launches())
+            if os.environ.get(PDL_ENV) == "1":
+                labels["decode_launch"] = ("programmatic dependent launch (Hopper+): the plugins' kernels"
+                                           + (" and inductor's" if pdl else f", by {PDL_ENV}=1 in the environment"))
             if fold_norms:
                 labels["decode_norms"] = stack.enter_context(folded_norms(model, kernel, device, check_ids))
             yield labels
@@ -166,7 +182,3 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
         F.linear = original
         if swap_to:
             set_attention(model, attention)
-        if pdl_before is None:
-            os.environ.pop(PDL_ENV, None)
-        else:
-            os.environ[PDL_ENV] = pdl_before
