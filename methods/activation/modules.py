@@ -123,8 +123,8 @@ class _FusedSparseProduct:
             for m in mods:
                 n = m.out_features
                 m.weight_t = nn.Parameter(self.w_t[:, start: start + n], requires_grad=False)
-                if self.bias is not None:
-                    m.bias = self.bias[start: start + n]
+                if self.bias is not None:  # a registered parameter: only a Parameter may replace it
+                    m.bias = nn.Parameter(self.bias[start: start + n], requires_grad=False)
                 start += n
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +135,7 @@ class _FusedSparseProduct:
             for m in self.mods:
                 m.weight_t = nn.Parameter(m.weight_t.contiguous(), requires_grad=False)
                 if m.bias is not None:
-                    m.bias = m.bias.clone()
+                    m.bias = nn.Parameter(m.bias.clone(), requires_grad=False)
         self.mods, self.w_t, self.bias = [], None, None
 
 

@@ -23,13 +23,19 @@ SITES = {"self_attn.q_proj": 0.03, "self_attn.k_proj": 0.03, "self_attn.v_proj":
          "mlp.gate_proj": 0.02, "mlp.up_proj": 0.02, "mlp.down_proj": 0.04}
 
 
-def _teal(thresholds=SITES, impl="triton"):
+def _teal(thresholds=SITES, impl="triton", bias=False):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      attention_bias=bias, mlp_bias=bias)
     model = LlamaForCausalLM(cfg).eval()
+    if bias:  # zero at init: make them count
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(".bias"):
+                    p.normal_(0, 0.1)
     for block in decoder_blocks(model):
         assert set(block_linears(block)) == set(thresholds)
         install(block, dict(thresholds), impl=impl)
@@ -65,6 +71,23 @@ def test_fused_sparse_groups_match_separate_and_undo():
     assert unfuse_projections_(model) == 4
     for m, w in before:
         assert type(m) is SparseInputLinear and m.weight_t.is_contiguous() and torch.equal(m.weight_t, w)
+    torch.testing.assert_close(_logits(model, IDS), want, rtol=1e-5, atol=1e-6)
+
+
+@needs_triton
+def test_biased_siblings_fuse_and_undo():
+    """q/k/v with biases (Qwen2-style): the biases are concatenated too and given back."""
+    model = _teal(bias=True)
+    attn = model.model.layers[0].self_attn
+    biases = [m.bias.clone() for m in (attn.q_proj, attn.k_proj, attn.v_proj)]
+    want, want_row = _logits(model, IDS), _logits(model, IDS[:, :1])
+    assert fuse_projections_(model).summary() == "qkv x2, gate_up x2"
+    assert fused_groups(model)[0].product.bias.shape == (64,)
+    torch.testing.assert_close(_logits(model, IDS), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_logits(model, IDS[:, :1]), want_row, rtol=1e-5, atol=1e-6)
+    unfuse_projections_(model)
+    for m, b in zip((attn.q_proj, attn.k_proj, attn.v_proj), biases, strict=True):
+        assert isinstance(m.bias, torch.nn.Parameter) and m.bias.is_contiguous() and torch.equal(m.bias, b)
     torch.testing.assert_close(_logits(model, IDS), want, rtol=1e-5, atol=1e-6)
 
 
