@@ -142,8 +142,7 @@ def _spmm_linear(x: torch.Tensor, values: torch.Tensor, bits: torch.Tensor, row_
         launch = tune(p, m, TUNING_LOG)
     elif (cached := _TUNED.get((out_features, in_features, str(values.dtype), _m_bucket(m)))) is not None:
         launch = cached
-    y = spmm(x, p, bias, impl="triton", **launch)
-    return y
+    return spmm(x, p, bias, impl="triton", **launch)
 
 
 @_spmm_linear.register_fake
