@@ -4,12 +4,22 @@
 ``results/`` with the profile of the GPU (``h100`` on an H100). Shape models carry random
 weights, so these records hold latency and memory only, never accuracy. On a machine
 without CUDA every run is recorded as skipped ("no CUDA device"), never a crash.
+
+On a GPU each (model, method) run happens in a fresh process of its own (``--isolate``, the
+default there): decode figures taken later in one process come out slower (on an H200 the
+same 8B decode step measured 4.25, 4.39 and 4.47 ms in three successive capture cycles of one
+process, ``benchmarks/decode_cycles.py``), so a method timed after dense in the same process
+would be charged for what ran before it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from .api import DECODE_PATHS, CalibrationSpec, MeasureSpec, MethodSpec, ModelRef, RunSpec, TaskSpec
 from .errors import SparsebenchError
@@ -36,8 +46,9 @@ def auto_decode_path() -> str:
     return FAST_PATHS[0] if torch.cuda.get_device_capability()[0] >= 9 else FAST_PATHS[1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sparsebench.benchgpu", description=__doc__)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sparsebench.benchgpu", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--methods", nargs="+", default=[m for m, _ in METHODS])
     p.add_argument("--profile", default="auto")
@@ -57,10 +68,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="pruned layers: 'ref' = dense GEMM on masked weights; 'fast' (and 'auto' on CUDA) "
                         "= sparse kernels (cuSPARSELt 2:4, Triton SpMM)")
     p.add_argument("--mlflow", action="store_true", help="also log to MLflow")
-    args = p.parse_args(argv)
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="each (model, method) run in a fresh process (default: on when CUDA is available; "
+                        "see the module docstring for why)")
+    p.add_argument("--record-ids", help=argparse.SUPPRESS)  # a child appends its records' ids here
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     configs = dict(METHODS)
     if args.decode_path == "auto":
         args.decode_path = auto_decode_path()
+    if args.isolate is None:
+        import torch
+
+        args.isolate = torch.cuda.is_available()
+    if args.isolate:
+        return _isolated(args)
     measure = MeasureSpec(warmup=3, repetitions=args.repetitions, prefill_lengths=tuple(args.prefill_lengths),
                           decode_context=args.decode_context, decode_tokens=args.decode_tokens,
                           decode_path=args.decode_path, fuse_projections=args.fuse_projections)
@@ -79,19 +104,66 @@ def main(argv: list[str] | None = None) -> int:
                                tasks=(TaskSpec(name="perplexity"),), profile=args.profile, measure=measure,
                                calibration=CalibrationSpec(samples=8, seq_len=512), kernel=args.kernel)
                 out = runner.run(spec)
+                if args.record_ids:
+                    with open(args.record_ids, "a") as f:
+                        f.write(json.dumps([r.run_id for r in out]) + "\n")
                 records.extend(out if not records else out[1:])
                 failed |= any(r.status == "failed" for r in out)
-            print(f"\n## {model}\n")
-            print(comparison_table(records))
-            for r in records:
-                frac = {k: round(v, 3) for k, v in r.metrics.items() if k.endswith("roofline_fraction")}
-                print(f"{r.spec['method']['name']:10s} {r.status:7s} {r.run_id} {frac}")
-                print(f"{'':10s} kernels: {r.kernels}")
-                if r.error:
-                    print(f"{'':10s} error: {r.error}\n" + "\n".join(n for n in r.notes if "Traceback" in n))
+            _summary(model, records)
     except SparsebenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    return 1 if failed else 0
+
+
+def _summary(model: str, records: list) -> None:
+    print(f"\n## {model}\n")
+    print(comparison_table(records))
+    for r in records:
+        frac = {k: round(v, 3) for k, v in r.metrics.items() if k.endswith("roofline_fraction")}
+        print(f"{r.spec['method']['name']:10s} {r.status:7s} {r.run_id} {frac}")
+        print(f"{'':10s} kernels: {r.kernels}")
+        if r.error:
+            print(f"{'':10s} error: {r.error}\n" + "\n".join(n for n in r.notes if "Traceback" in n))
+
+
+def child_argv(args: argparse.Namespace, model: str, method: str, ids_file: str) -> list[str]:
+    """The options of one isolated run: this run's, for one model and one method, not isolated."""
+    out = ["--models", model, "--methods", method, "--profile", args.profile, "--results", args.results,
+           "--prefill-lengths", *map(str, args.prefill_lengths), "--decode-context", str(args.decode_context),
+           "--decode-tokens", str(args.decode_tokens), "--repetitions", str(args.repetitions),
+           "--decode-path", args.decode_path, "--kernel", args.kernel, "--no-isolate", "--record-ids", ids_file]
+    if args.fuse_projections is False:
+        out.append("--no-fuse-projections")
+    if args.mlflow:
+        out.append("--mlflow")
+    return out
+
+
+def _isolated(args: argparse.Namespace) -> int:
+    """Every (model, method) run in a child process; then the same summary from their records.
+    A child's usage error (exit 2 and above) stops the suite with that code."""
+    from .store import ResultsStore
+
+    failed = False
+    # dense first, in a child of its own: the methods' runs then reuse it as their baseline
+    # instead of each measuring it in their own process before themselves
+    methods = ["dense", *(m for m in args.methods if m != "dense")]
+    for model in args.models:
+        with tempfile.TemporaryDirectory() as tmp:
+            ids_file = str(Path(tmp) / "ids.jsonl")
+            for method in methods:
+                rc = subprocess.call([sys.executable, "-m", "sparsebench.benchgpu",
+                                      *child_argv(args, model, method, ids_file)])
+                if rc >= 2:
+                    return rc
+                failed |= rc != 0
+            ids: list[str] = []
+            if Path(ids_file).exists():
+                for line in Path(ids_file).read_text().splitlines():
+                    ids += [i for i in json.loads(line) if i not in ids]
+        store = ResultsStore(args.results)
+        _summary(model, [store.get(i) for i in ids])
     return 1 if failed else 0
 
 

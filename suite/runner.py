@@ -326,12 +326,17 @@ class Runner:
 
     def _timed_grid(self, rec: RunRecord, model: Any, ids: Any, m: Any, device: str, gpu: bool) -> None:
         from .measure import memory
-        from .measure.latency import measure_decode, measure_prefill
+        from .measure.latency import measure_prefill
 
         if gpu:
             from .measure.decode_graph import measure_prefill_graphed
         memory.reset_peak(device)
         for b in m.batch_sizes:
+            # The decode step is timed first: on a GPU every capture-and-replay cycle in a
+            # process slows the next decode figure (H200, one compiled forward, fresh static
+            # caches: 4.25, 4.39, 4.47 ms for the same step; benchmarks/decode_cycles.py),
+            # while the prefill, compute-bound, does not move by that much.
+            self._timed_decode(rec, model, ids, m, device, gpu, b)
             for s in m.prefill_lengths:
                 name = f"prefill_b{b}_s{s}"
                 kw = dict(batch=b, seq=s, warmup=m.warmup, repetitions=m.repetitions, progress=self.progress)
@@ -340,23 +345,29 @@ class Runner:
                     partial(measure_prefill_graphed, model, ids, **kw) if gpu else None,
                     partial(measure_prefill, model, ids, device=device, **kw))
                 self._timing(rec, name, samples)
-            name = f"decode_b{b}_c{m.decode_context}"
-            kw = dict(batch=b, context=m.decode_context, tokens=m.decode_tokens, warmup=m.warmup,
-                      repetitions=m.repetitions, progress=self.progress)
-            compile_mode = {"graph": None, "compile+graph": "default", "compile-tuned+graph": "tuned",
-                            "compile-tuned+gemv+graph": "tuned",
-                            "compile-tuned+gemv+pdl+graph": "tuned-pdl"}[m.decode_path]
-            graphed = (partial(self._decode_graphed_or_plain, rec, name, model, ids, m.decode_path, compile_mode, kw)
-                       if gpu else None)
-            samples = self._graphed_or_eager(
-                rec, name, "decode_step", f"{m.decode_path}(static_cache)", "eager(dynamic_cache)",
-                graphed, partial(measure_decode, model, ids, device=device, **kw))
-            self._timing(rec, name, samples)
-            if gpu:
-                self._roofline(rec, name, model, b, m.decode_context)
         for k, v in memory.read_peak(device).items():
             rec.add_metric(f"inference_{k}", Metric(value=v, direction="lower", unit="bytes"))
         rec.kernels.setdefault("timer", "cuda_events" if gpu else "perf_counter_ns")
+
+    def _timed_decode(self, rec: RunRecord, model: Any, ids: Any, m: Any, device: str, gpu: bool,
+                      b: int) -> None:
+        """The decode step of batch ``b``: graphed on the requested path on a GPU, else eager."""
+        from .measure.latency import measure_decode
+
+        name = f"decode_b{b}_c{m.decode_context}"
+        kw = dict(batch=b, context=m.decode_context, tokens=m.decode_tokens, warmup=m.warmup,
+                  repetitions=m.repetitions, progress=self.progress)
+        compile_mode = {"graph": None, "compile+graph": "default", "compile-tuned+graph": "tuned",
+                        "compile-tuned+gemv+graph": "tuned",
+                        "compile-tuned+gemv+pdl+graph": "tuned-pdl"}[m.decode_path]
+        graphed = (partial(self._decode_graphed_or_plain, rec, name, model, ids, m.decode_path, compile_mode, kw)
+                   if gpu else None)
+        samples = self._graphed_or_eager(
+            rec, name, "decode_step", f"{m.decode_path}(static_cache)", "eager(dynamic_cache)",
+            graphed, partial(measure_decode, model, ids, device=device, **kw))
+        self._timing(rec, name, samples)
+        if gpu:
+            self._roofline(rec, name, model, b, m.decode_context)
 
     def _decode_graphed_or_plain(self, rec: RunRecord, name: str, model: Any, ids: Any, path: str,
                                  compile_mode: str | None, kw: dict[str, Any]) -> tuple[Any, ...]:

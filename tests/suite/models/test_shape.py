@@ -56,3 +56,32 @@ def test_auto_decode_path_follows_the_gpu(monkeypatch):
     assert benchgpu.auto_decode_path() == "compile-tuned+gemv+graph"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert benchgpu.auto_decode_path() == "graph"
+
+
+def test_isolated_gpu_bench_runs_dense_then_each_method_in_a_child(tmp_path, capsys):
+    from sparsebench import benchgpu
+    from sparsebench.store import ResultsStore
+
+    assert benchgpu.main(["--isolate", "--profile", "h100", "--models", "shape:llama-3.2-1b",
+                          "--methods", "rtn", "--results", str(tmp_path)]) == 0
+    records = ResultsStore(tmp_path).all()
+    # dense was added in front (the baseline), each run in its own process; a skipped dense is
+    # no baseline to reuse, so the rtn child records its own skipped one as well
+    assert {r.spec["method"]["name"] for r in records} == {"dense", "rtn"}
+    assert all(r.status == "skipped" for r in records)
+    assert "## shape:llama-3.2-1b" in capsys.readouterr().out  # the parent's summary of both
+
+
+def test_child_options_reproduce_the_parent_run():
+    from sparsebench import benchgpu
+
+    p = benchgpu.parser()
+    parent = p.parse_args(["--profile", "h100", "--prefill-lengths", "16", "64", "--decode-context", "128",
+                           "--decode-tokens", "8", "--repetitions", "3", "--decode-path", "graph",
+                           "--kernel", "ref", "--no-fuse-projections", "--results", "out"])
+    child = p.parse_args(benchgpu.child_argv(parent, "shape:llama-3.2-1b", "wanda", "ids.jsonl"))
+    for key, value in vars(parent).items():
+        if key not in ("models", "methods", "isolate", "record_ids"):
+            assert getattr(child, key) == value, key
+    assert (child.models, child.methods, child.isolate, child.record_ids) == (
+        ["shape:llama-3.2-1b"], ["wanda"], False, "ids.jsonl")
