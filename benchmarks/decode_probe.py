@@ -203,6 +203,7 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
             row[f"{mode}_p90_ms"] = percentile(samples, 90)
             row[f"{mode}_roofline"] = nbytes / (p50 * 1e-3) / bandwidth
             row[f"{mode}_graph_check_rel_err"] = err
+            row[f"{mode}_samples"] = samples
     except Exception as exc:  # one variant failing must not lose the others
         row["error"] = f"{type(exc).__name__}: {exc}"
     finally:
