@@ -83,10 +83,66 @@ class QuantLinear(nn.Module):
             y = nn.functional.linear(x, self.reference_weight(x.dtype))
         return y + self.bias if self.bias is not None else y
 
+    def fuse_siblings_(self, siblings: list[QuantLinear]) -> _FusedQuantProduct | str:
+        """Fuse with sibling projections that read the same input (the harness's latency-only
+        projection fusion, ``sparsebench.measure.fuse``): the packed codes, scales and offsets
+        concatenated along the output rows, one int4 kernel call for q/k/v and one for
+        gate/up. Each layer's buffers become row slices of the concatenated ones, so the
+        stored bytes do not change. Returns why not when the layers differ or the int4 kernel
+        would not run (fusing pays only with it)."""
+        mods = [self, *siblings]
+        if self.grid.bits != 4 or self.kernel == "ref":
+            return "not on the int4 kernel (bits other than 4, or kernel 'ref'): fusing pays only with it"
+        if any(m.grid != self.grid or m.in_features != self.in_features or m.kernel != self.kernel
+               or m.compute_dtype != self.compute_dtype or m.qweight.device != self.qweight.device for m in mods):
+            return "different grids, input widths, kernels, dtypes or devices"
+        if len({m.bias is None for m in mods}) > 1:
+            return "bias on some only"
+        return _FusedQuantProduct(mods)
+
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, bits={self.grid.bits}, "
                 f"group={self.grid.group_size or 'channel'}, symmetric={self.grid.symmetric}")
 
+
+class _FusedQuantProduct:
+    """Sibling ``QuantLinear`` layers as one: their packed buffers concatenated along the
+    output rows (each layer's buffer becomes a row slice of them), biases concatenated. On
+    the int4 kernel one call computes all outputs; elsewhere (the reference) the layers'
+    own products are concatenated, so the result is theirs exactly."""
+
+    BUFFERS = ("qweight", "scales", "offsets")
+
+    def __init__(self, mods: list[QuantLinear]):
+        with torch.no_grad():
+            self.mods, self.lead = mods, mods[0]
+            self.packed = {b: torch.cat([getattr(m, b) for m in mods]) for b in self.BUFFERS}
+            self.bias = torch.cat([m.bias for m in mods]) if mods[0].bias is not None else None
+            start = 0
+            for m in mods:
+                rows = slice(start, start + m.out_features)
+                for b in self.BUFFERS:
+                    setattr(m, b, self.packed[b][rows])  # registered buffers: a tensor replaces them
+                if self.bias is not None:  # a registered parameter: only a Parameter may replace it
+                    m.bias = nn.Parameter(self.bias[rows], requires_grad=False)
+                start += m.out_features
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.lead.uses_fast_kernel(x):  # each layer's own forward (not the fused class's)
+            return torch.cat([QuantLinear.forward(m, x) for m in self.mods], dim=-1)
+        p = self.packed
+        y = int4.int4_matmul(x, p["qweight"], p["scales"], p["offsets"],
+                             self.lead.grid.group_of(self.lead.in_features), impl="triton")
+        return y + self.bias if self.bias is not None else y
+
+    def undo(self) -> None:
+        with torch.no_grad():
+            for m in self.mods:
+                for b in self.BUFFERS:
+                    setattr(m, b, getattr(m, b).clone())
+                if m.bias is not None:
+                    m.bias = nn.Parameter(m.bias.clone(), requires_grad=False)
+        self.mods, self.packed, self.bias = [], {}, None
 
 def set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")

@@ -74,7 +74,12 @@ def _steps(model, forward, ids, steps=2):
 def test_the_decode_step_compiles_without_a_graph_break(swap):
     model = _llama()
     swap(model)
-    ids = torch.randint(0, 64, (1, 5), generator=torch.Generator().manual_seed(2))
+    assert_compiled_steps_match_eager(model, torch.randint(0, 64, (1, 5), generator=torch.Generator().manual_seed(2)))
+
+
+def assert_compiled_steps_match_eager(model, ids):
+    """Decode steps through ``torch.compile(fullgraph=True)`` (raises on a graph break) give
+    the eager steps' logits."""
     want = _steps(model, model.forward, ids)
     torch._dynamo.reset()
     try:
