@@ -17,6 +17,8 @@ Each variant is ``graph`` (eager forward captured in a CUDA graph) or ``compile`
     gemv        the suite's ``+gemv`` decode path (sparsebench.measure.decode_kernels): one-row
                 linear products through the dense GEMV plugin (SPARSEBENCH_DENSE_GEMV_CONFIG picks
                 its tiles), and one-token attention through the decode attention plugin
+    perlen      (with gemv) every cache layer keeps and advances its own length counter (not one
+                shared write position: sparsebench.measure.cache_length)
     nofold      (with gemv) the RMSNorms stay kernels of their own (not folded into the fused
                 q/k/v and gate/up GEMVs: sparsebench.measure.norm_fold)
     pdl         (with gemv) the plugins' kernels launched by programmatic dependent launch
@@ -45,7 +47,7 @@ from dataclasses import asdict, dataclass
 
 REQUIRED = ("graph", "graph+fuse", "compile", "compile+fuse")
 EXTRAS = ("graph+fuse+lt", "compile+fuse+cdt", "compile+fuse+attn=eager", "compile+fuse+lt")
-MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv", "pdl", "nofold")
+MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv", "pdl", "nofold", "perlen")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Variant:
     gemv: bool = False
     pdl: bool = False
     nofold: bool = False
+    perlen: bool = False
     attn: str | None = None
     opts: tuple[tuple[str, object], ...] = ()
 
@@ -99,8 +102,8 @@ def parse_variant(text: str) -> Variant:
     v = Variant(name=text, compile=base == "compile", opts=tuple(opts), **flags)  # type: ignore[arg-type]
     if (v.cdt or v.autotune or v.opts) and not v.compile:
         raise ValueError(f"variant '{text}': cdt/autotune/opt: are inductor options, they need 'compile'")
-    if (v.pdl or v.nofold) and not v.gemv:
-        raise ValueError(f"variant '{text}': pdl and nofold change the gemv path, they need 'gemv'")
+    if (v.pdl or v.nofold or v.perlen) and not v.gemv:
+        raise ValueError(f"variant '{text}': pdl, nofold and perlen change the gemv path, they need 'gemv'")
     return v
 
 
@@ -173,7 +176,8 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
     blas0 = torch.backends.cuda.preferred_blas_library()
     fused = None
     check = ids[:16].view(1, -1).cuda()
-    routed = (gemv_decode(model, "cuda", pdl=v.pdl, fold_norms=not v.nofold, check_ids=check) if v.gemv else contextlib.nullcontext({}))
+    routed = (gemv_decode(model, "cuda", pdl=v.pdl, fold_norms=not v.nofold, check_ids=check,
+                          share_lengths=not v.perlen) if v.gemv else contextlib.nullcontext({}))
     stack = contextlib.ExitStack()
     try:
         if v.fuse:  # before the gemv path: its norm folding works on fused groups

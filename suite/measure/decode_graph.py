@@ -81,10 +81,17 @@ def _set_length(cache: Any, n: int) -> None:
     """
     import torch
 
+    seen: set[int] = set()
     for layer in getattr(cache, "layers", []):
         counter = getattr(layer, "cumulative_length", None)
-        if isinstance(counter, torch.Tensor):
+        if isinstance(counter, torch.Tensor) and id(counter) not in seen:  # shared: once
+            seen.add(id(counter))
             counter.fill_(n)
+
+
+#: called with each static cache right after its prefill, before any capture (the ``+gemv``
+#: path's shared write position, ``cache_length.shared_lengths``, registers here while active)
+CACHE_PREPARERS: list[Callable[[Any], Any]] = []
 
 
 COMPILE_MODES = (None, "default", "tuned", "tuned-pdl")
@@ -171,6 +178,8 @@ def decode_timings(
                     cache_position=torch.arange(context, device=device), logits_to_keep=1)
         first = out.logits[:, -1:].argmax(-1)
         del out
+        for prepare in CACHE_PREPARERS:
+            prepare(cache)
         static_ids = first.clone()
         static_pos = torch.tensor([context], device=device)
         fwd = forward or model.forward

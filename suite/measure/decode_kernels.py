@@ -19,7 +19,9 @@ of the rest in attention. Three changes, all undone when the step has been timed
   goes to the kernel as the new token's position id (or the mask's last row), which the
   kernel reads itself: a length computed in the graph was one more kernel per layer;
 * the RMSNorm in front of each fused q/k/v and gate/up group runs inside that group's GEMV
-  (``norm_fold``).
+  (``norm_fold``);
+* all layers of the static cache write at one shared position, advanced once a step
+  (``cache_length``), instead of each keeping and advancing its own counter.
 
 Accuracy never sees any of it: the tasks ran before, on the model as the method left it.
 """
@@ -128,20 +130,23 @@ def pdl_launches() -> Iterator[None]:
 
 @contextmanager
 def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = True,
-                check_ids: Any = None) -> Iterator[dict[str, str]]:
+                check_ids: Any = None, share_lengths: bool = True) -> Iterator[dict[str, str]]:
     """Route one-row linear products to the GEMV plugin and SDPA attention to the decode
     attention plugin (else eager) while the block runs; yields the labels for the record's
     ``kernels`` (``decode_linear``, ``decode_attention``, ``decode_norms``, and
     ``decode_launch`` with ``pdl``). ``pdl``: the plugins launch with programmatic dependent
     launch (``SPARSEBENCH_PDL=1`` while the block runs). ``fold_norms``: the RMSNorms in
     front of fused groups run inside those GEMVs (``norm_fold``; ``check_ids`` ``[1, T]``
-    tokens for its check forward). Raises ``UsageError`` when no GEMV plugin loads."""
+    tokens for its check forward). ``share_lengths``: one write position for all cache
+    layers (``cache_length``; label ``decode_cache``). Raises ``UsageError`` when no GEMV
+    plugin loads."""
     import os
     from contextlib import ExitStack
 
     import torch.nn.functional as F
 
     from ..registry import attention_kernels, linear_kernels
+    from .cache_length import shared_lengths
     from .norm_fold import folded_norms
 
     kernel = linear_kernels().get(KERNEL)
@@ -177,6 +182,8 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
                                            + (" and inductor's" if pdl else f", by {PDL_ENV}=1 in the environment"))
             if fold_norms:
                 labels["decode_norms"] = stack.enter_context(folded_norms(model, kernel, device, check_ids))
+            if share_lengths:
+                labels["decode_cache"] = stack.enter_context(shared_lengths())
             yield labels
     finally:
         F.linear = original

@@ -133,6 +133,10 @@ def test_decode_step_through_the_kernels_and_undone(monkeypatch):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert labels["decode_attention"].startswith("static_decode: topk_decode_attn split-K paged kernel")
     assert labels["decode_linear"].startswith("dense_gemv: dense_gemv triton")
+    assert labels["decode_cache"].startswith("one write position for all layers")
+    from sparsebench.measure import decode_graph
+
+    assert not decode_graph.CACHE_PREPARERS  # the shared write position is undone too
 
 
 def test_other_attention_kept_and_restored_after_an_error():
