@@ -14,11 +14,11 @@ from ..api import Tolerance
 from ..errors import EXIT_FAILED, EXIT_OK
 from .baseline import load_baseline, load_candidates, write_baseline
 from .compare import Row, Settings, compare_records
-from .match import Outcome, pair
+from .match import Outcome, arithmetic, merged_baseline, pair
 from .report import markdown
 
-__all__ = ["Outcome", "Row", "Settings", "compare_records", "gate", "load_baseline", "load_candidates",
-           "markdown", "pair", "task_tolerances", "write_baseline"]
+__all__ = ["Outcome", "Row", "Settings", "arithmetic", "compare_records", "gate", "load_baseline",
+           "load_candidates", "markdown", "merged_baseline", "pair", "task_tolerances", "write_baseline"]
 
 
 def task_tolerances(task_names: set[str]) -> dict[str, dict[str, Tolerance]]:
@@ -34,6 +34,7 @@ def gate(candidates: list[str | Path], baseline: str | Path, *, report: str | Pa
     """Run the gate; everything is read and checked before anything is written."""
     cands = load_candidates(candidates)
     base_path = Path(baseline)
+    bases = []
     if update and not base_path.exists():
         outcomes: list[Outcome] = []
         text = ""
@@ -44,9 +45,13 @@ def gate(candidates: list[str | Path], baseline: str | Path, *, report: str | Pa
         text = markdown(outcomes, str(base_path))
     if update:
         ok = [r for r in cands if r.status == "ok"]
-        write_baseline(base_path, ok)
+        records, kept = merged_baseline(bases, ok)
+        write_baseline(base_path, records)
+        others = sorted({arithmetic(r) for r in records[:kept]})
         text += (f"\nWrote {len(ok)} record(s) to {base_path}"
-                 + (f"; left out {len(cands) - len(ok)} not-ok record(s)" if len(ok) < len(cands) else "") + ".\n")
+                 + (f"; left out {len(cands) - len(ok)} not-ok record(s)" if len(ok) < len(cands) else "")
+                 + (f"; kept {kept} record(s) of the same runs on {', '.join(others)} (if this change moves "
+                    "results there too, update the baseline on that processor as well)" if kept else "") + ".\n")
     print(text, end="")
     if report:
         Path(report).write_text(text)

@@ -40,5 +40,8 @@ def markdown(outcomes: list[Outcome], baseline: str) -> str:
             verdict = f"**{r.verdict}**" if r.verdict in ("REGRESSION", "not compared") else r.verdict
             lines.append(f"| {o.label} | {r.metric} | {_num(r.baseline)} | {_num(r.candidate)} | {r.change} "
                          f"| {verdict} | {_cell(r.note)} |")
+    notes = [f"- {o.label}: {o.note}" for o in outcomes if o.note]
+    if notes:
+        lines += ["", *notes]
     lines += ["", summary(outcomes)]
     return "\n".join(lines) + "\n"
