@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 
 from ..dispatch import choose_impl
-from .ref import dense_gemv_ref
+from .ref import dense_gemv_ref, dense_gemv_swiglu_ref
 
-__all__ = ["OneRowLinear", "dense_gemv", "dense_gemv_ref", "describe", "one_row_linear"]
+__all__ = ["OneRowLinear", "dense_gemv", "dense_gemv_ref", "dense_gemv_swiglu_ref", "describe", "one_row_linear"]
 
 
 def dense_gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -60,6 +60,14 @@ class OneRowLinear:
         from .triton import dense_gemv_op
 
         return dense_gemv_op(x, weight, bias, norm_weight=norm_weight, eps=eps)
+
+    def swiglu(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+               norm_weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+        """``silu(gate) * up`` of a fused gate/up weight (gate rows first), normalised first
+        with ``norm_weight`` (``ref.dense_gemv_swiglu_ref``): the activation costs no kernel."""
+        from .triton import dense_gemv_op
+
+        return dense_gemv_op(x, weight, bias, norm_weight=norm_weight, eps=eps, glu=True)
 
     def describe(self) -> str:
         from .config import describe_defaults

@@ -44,10 +44,16 @@ def _x_tile(x_ptr, g_ptr, ks, k_ok, EVEN: tl.constexpr, NORM: tl.constexpr):
 def _dense_gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, y_ptr, N, K, stride_wn, eps,
                        HAS_BIAS: tl.constexpr, NORM: tl.constexpr, BLOCK_N: tl.constexpr,
                        BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr,
-                       PDL: tl.constexpr):
+                       PDL: tl.constexpr, GLU: tl.constexpr):
     pid = tl.program_id(0)
-    rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-    r_ok = rows < N
+    if GLU:  # tile row i: output pid * BLOCK_N / 2 + i // 2, its gate row (even i) or up row (odd i)
+        i = tl.arange(0, BLOCK_N)
+        outs = pid * (BLOCK_N // 2) + i // 2
+        r_ok = outs < N // 2
+        rows = outs + (i % 2) * (N // 2)
+    else:
+        rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        r_ok = rows < N
     rows_safe = tl.where(r_ok, rows, 0)
     cols = tl.arange(0, BLOCK_K)
     w_ptrs = w_ptr + rows_safe.to(tl.int64)[:, None] * stride_wn + cols[None, :]
@@ -78,7 +84,16 @@ def _dense_gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, y_ptr, N, K, stride_wn, eps,
         y = y * tl.math.rsqrt(tl.sum(ss, axis=0) / K + eps)
     if HAS_BIAS:
         y += tl.load(b_ptr + rows, mask=r_ok, other=0.0).to(tl.float32)
-    tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=r_ok)
+    if GLU:
+        # silu(gate) * up rounded as the unfused step rounds it: each product to the output
+        # dtype, the SiLU computed in fp32 and rounded, then the product of the two, rounded
+        dt = y_ptr.dtype.element_ty
+        gate, up = tl.split(tl.reshape(y.to(dt).to(tl.float32), (BLOCK_N // 2, 2)))
+        act = (gate / (1.0 + tl.exp(-gate))).to(dt).to(tl.float32) * up
+        o = pid * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        tl.store(y_ptr + o, act.to(dt), mask=o < N // 2)
+    else:
+        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=r_ok)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -96,15 +111,22 @@ def _check(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def dense_gemv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                       config: DenseGemvConfig | None = None, out: torch.Tensor | None = None,
-                      norm_weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+                      norm_weight: torch.Tensor | None = None, eps: float = 1e-6,
+                      glu: bool = False) -> torch.Tensor:
     """``x [..., K]`` holding one row, ``weight [N, K]`` with contiguous rows -> ``[..., N]``.
     With ``norm_weight`` (``[K]``) x goes through an RMSNorm first: ``W (g * x / rms(x)) + b``,
-    ``rms(x) = sqrt(mean(x^2) + eps)``, computed on the fly (no normalised copy of x)."""
+    ``rms(x) = sqrt(mean(x^2) + eps)``, computed on the fly (no normalised copy of x).
+    With ``glu`` the weight is a fused gate/up pair (gate rows first) and the result is
+    ``silu(gate) * up``, ``[..., N / 2]`` (``ref.dense_gemv_swiglu_ref``): each program
+    computes matching gate and up rows, so the activation costs no kernel of its own."""
     n, k = weight.shape
     xv = _check(x, weight)
-    y = out if out is not None else torch.empty(n, dtype=x.dtype, device=x.device)
-    if y.numel() != n or y.dtype != x.dtype or not y.is_contiguous():
-        raise ValueError(f"out must be a contiguous tensor of {n} {x.dtype} values")
+    if glu and n % 2:
+        raise ValueError(f"a fused gate/up weight has an even number of rows, got {n}")
+    n_out = n // 2 if glu else n
+    y = out if out is not None else torch.empty(n_out, dtype=x.dtype, device=x.device)
+    if y.numel() != n_out or y.dtype != x.dtype or not y.is_contiguous():
+        raise ValueError(f"out must be a contiguous tensor of {n_out} {x.dtype} values")
     g = y
     if norm_weight is not None:
         if norm_weight.shape != (k,):
@@ -112,33 +134,36 @@ def dense_gemv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         g = norm_weight if norm_weight.is_contiguous() else norm_weight.contiguous()
     cfg = config or default_config()
     block_n, block_k, programs = effective(cfg, n, k)
+    if glu:  # a program's tile: block_n / 2 gate rows and their up rows
+        block_n = max(block_n, 2)
+        programs = -(-n_out // (block_n // 2))
     use_pdl = pdl(x.device)
     _dense_gemv_kernel[(programs,)](
         xv, weight, bias if bias is not None else y, g, y, n, k, weight.stride(0), float(eps),
         HAS_BIAS=bias is not None, NORM=norm_weight is not None, BLOCK_N=block_n, BLOCK_K=block_k,
-        EVEN_K=k % block_k == 0, NUM_STAGES=cfg.num_stages, PDL=use_pdl, num_warps=cfg.num_warps,
+        EVEN_K=k % block_k == 0, NUM_STAGES=cfg.num_stages, PDL=use_pdl, GLU=glu, num_warps=cfg.num_warps,
         **({"launch_pdl": True} if use_pdl else {}))
-    return y.reshape(*x.shape[:-1], n)
+    return y.reshape(*x.shape[:-1], n_out)
 
 
 @torch.library.custom_op("sparsebench::dense_gemv", mutates_args=())
 def _dense_gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                    norm_weight: torch.Tensor | None, eps: float, block_n: int, block_k: int,
-                   num_warps: int, num_stages: int) -> torch.Tensor:
+                   num_warps: int, num_stages: int, glu: bool) -> torch.Tensor:
     cfg = DenseGemvConfig(block_n=block_n, block_k=block_k, num_warps=num_warps, num_stages=num_stages)
-    return dense_gemv_triton(x, weight, bias, config=cfg, norm_weight=norm_weight, eps=eps)
+    return dense_gemv_triton(x, weight, bias, config=cfg, norm_weight=norm_weight, eps=eps, glu=glu)
 
 
 @_dense_gemv_op.register_fake
-def _(x, weight, bias, norm_weight, eps, block_n, block_k, num_warps, num_stages):
-    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+def _(x, weight, bias, norm_weight, eps, block_n, block_k, num_warps, num_stages, glu):
+    return x.new_empty((*x.shape[:-1], weight.shape[0] // 2 if glu else weight.shape[0]))
 
 
 def dense_gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                   config: DenseGemvConfig | None = None, norm_weight: torch.Tensor | None = None,
-                  eps: float = 1e-6) -> torch.Tensor:
+                  eps: float = 1e-6, glu: bool = False) -> torch.Tensor:
     """The same product as a registered op (``torch.ops.sparsebench.dense_gemv``): an opaque
     call that ``torch.compile`` keeps in its graph (no graph break, nothing fused into it)."""
     cfg = config or default_config()
     return _dense_gemv_op(x, weight, bias, norm_weight, float(eps), cfg.block_n, cfg.block_k,
-                          cfg.num_warps, cfg.num_stages)
+                          cfg.num_warps, cfg.num_stages, glu)

@@ -21,7 +21,8 @@ of the rest in attention. Three changes, all undone when the step has been timed
 * the RMSNorm in front of each fused q/k/v and gate/up group runs inside that group's GEMV
   (``norm_fold``);
 * all layers of the static cache write at one shared position, advanced once a step
-  (``cache_length``), instead of each keeping and advancing its own counter.
+  (``cache_length``), instead of each keeping and advancing its own counter;
+* SiLU(gate) x up is computed by the fused gate/up GEMV (``glu_fold``).
 
 Accuracy never sees any of it: the tasks ran before, on the model as the method left it.
 """
@@ -130,7 +131,8 @@ def pdl_launches() -> Iterator[None]:
 
 @contextmanager
 def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = True,
-                check_ids: Any = None, share_lengths: bool = True) -> Iterator[dict[str, str]]:
+                check_ids: Any = None, share_lengths: bool = True,
+                fold_glu: bool = True) -> Iterator[dict[str, str]]:
     """Route one-row linear products to the GEMV plugin and SDPA attention to the decode
     attention plugin (else eager) while the block runs; yields the labels for the record's
     ``kernels`` (``decode_linear``, ``decode_attention``, ``decode_norms``, and
@@ -138,8 +140,9 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
     launch (``SPARSEBENCH_PDL=1`` while the block runs). ``fold_norms``: the RMSNorms in
     front of fused groups run inside those GEMVs (``norm_fold``; ``check_ids`` ``[1, T]``
     tokens for its check forward). ``share_lengths``: one write position for all cache
-    layers (``cache_length``; label ``decode_cache``). Raises ``UsageError`` when no GEMV
-    plugin loads."""
+    layers (``cache_length``; label ``decode_cache``). ``fold_glu``: SiLU(gate) x up inside
+    the fused gate/up GEMVs (``glu_fold``; label ``decode_mlp``). Raises ``UsageError`` when
+    no GEMV plugin loads."""
     import os
     from contextlib import ExitStack
 
@@ -147,6 +150,7 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
 
     from ..registry import attention_kernels, linear_kernels
     from .cache_length import shared_lengths
+    from .glu_fold import folded_glu
     from .norm_fold import folded_norms
 
     kernel = linear_kernels().get(KERNEL)
@@ -182,6 +186,8 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
                                            + (" and inductor's" if pdl else f", by {PDL_ENV}=1 in the environment"))
             if fold_norms:
                 labels["decode_norms"] = stack.enter_context(folded_norms(model, kernel, device, check_ids))
+            if fold_glu:  # after the norms: a norm-folded lead passes its norm to the fused product
+                labels["decode_mlp"] = stack.enter_context(folded_glu(model, kernel, device, check_ids))
             if share_lengths:
                 labels["decode_cache"] = stack.enter_context(shared_lengths())
             yield labels

@@ -9,7 +9,12 @@ this runs under the Triton interpreter (``TRITON_INTERPRET=1``, set by ``nox -s 
 import pytest
 import torch
 
-from sparsebench.kernels.dense_gemv import dense_gemv, dense_gemv_ref, one_row_linear
+from sparsebench.kernels.dense_gemv import (
+    dense_gemv,
+    dense_gemv_ref,
+    dense_gemv_swiglu_ref,
+    one_row_linear,
+)
 from sparsebench.kernels.dense_gemv.config import (
     DEFAULT,
     DenseGemvConfig,
@@ -151,7 +156,7 @@ def test_registered_op_eager_and_compiled(monkeypatch):
     x = torch.randn(1, 53, device=DEVICE, dtype=torch.bfloat16)
     want = dense_gemv_ref(x, w)
     assert_close(one_row_linear(x, w), want)
-    assert_close(torch.ops.sparsebench.dense_gemv(x, w, None, None, 1e-6, 4, 32, 4, 1), want)
+    assert_close(torch.ops.sparsebench.dense_gemv(x, w, None, None, 1e-6, 4, 32, 4, 1, False), want)
     compiled = torch.compile(lambda a, b: dense_gemv_op(a, b, config=SMALL[1]) * 2, backend="aot_eager",
                              fullgraph=True)  # no graph break: the op is opaque to dynamo
     assert_close(compiled(x, w), want * 2)
@@ -159,6 +164,56 @@ def test_registered_op_eager_and_compiled(monkeypatch):
     normed = torch.compile(lambda a, b, g: one_row_linear.normed(a, b, None, g, 1e-5) * 2, backend="aot_eager",
                            fullgraph=True)
     assert_close(normed(x, w, gw), dense_gemv_ref(x, w, norm_weight=gw, eps=1e-5) * 2)
+
+
+def test_hand_checked_swiglu_case():
+    """A fused gate/up pair of 1 x 2 weights: gate = [2 * 1 + 0 * 3] = 2, up = [1 * 1 + 1 * 3] = 4,
+    silu(2) * 4 = 2 / (1 + e^-2) * 4."""
+    w = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    x = torch.tensor([[1.0, 3.0]])
+    want = 2.0 / (1.0 + torch.exp(torch.tensor(-2.0))) * 4.0
+    torch.testing.assert_close(dense_gemv_swiglu_ref(x, w), want.reshape(1, 1))
+    with pytest.raises(ValueError, match="even number of rows"):
+        dense_gemv_swiglu_ref(x, torch.ones(3, 2))
+
+
+@needs_triton
+@pytest.mark.parametrize("cfg", (SMALL[1], DenseGemvConfig(block_n=2, block_k=16, num_warps=1, num_stages=1)),
+                         ids=lambda c: c.label())
+@pytest.mark.parametrize("n,k", [(37, 53), (5, 7), (1, 16)])  # n outputs: gate/up have 2n rows
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
+def test_swiglu_matches_ref(cfg, n, k, dtype, pdl, monkeypatch):
+    """silu(gate) * up from one fused gate/up GEMV: odd output counts (a program's pairs run
+    past the end), with and without bias and the folded norm, on the plain and PDL paths."""
+    from sparsebench.kernels.dense_gemv import triton as kt
+
+    if pdl:
+        force_pdl(monkeypatch, kt)
+    g = torch.Generator().manual_seed(7 * n + k)
+    w = torch.randn(2 * n, k, generator=g).to(DEVICE, dtype)
+    x = torch.randn(1, k, generator=g).to(DEVICE, dtype)
+    b = torch.randn(2 * n, generator=g).to(DEVICE, dtype)
+    gw = (torch.rand(k, generator=g) + 0.5).to(DEVICE, dtype)
+    for bias, norm in ((None, None), (b, None), (None, gw), (b, gw)):
+        out = torch.full((n,), float("nan"), device=DEVICE, dtype=dtype)
+        got = kt.dense_gemv_triton(x, w, bias, config=cfg, out=out, norm_weight=norm, eps=1e-5, glu=True)
+        assert got.shape == (1, n)
+        assert_close(got, dense_gemv_swiglu_ref(x, w, bias, norm, 1e-5))
+
+
+@needs_triton
+def test_swiglu_through_the_plugin_compiled_and_refusals():
+    w = torch.randn(2 * 37, 53, device=DEVICE, dtype=torch.bfloat16)
+    x = torch.randn(1, 53, device=DEVICE, dtype=torch.bfloat16)
+    gw = torch.rand(53, device=DEVICE, dtype=torch.bfloat16) + 0.5
+    glu = torch.compile(lambda a, b, g: one_row_linear.swiglu(a, b, None, g, 1e-5) * 2, backend="aot_eager",
+                        fullgraph=True)
+    assert_close(glu(x, w, gw), dense_gemv_swiglu_ref(x, w, norm_weight=gw, eps=1e-5) * 2)
+    from sparsebench.kernels.dense_gemv.triton import dense_gemv_triton
+
+    with pytest.raises(ValueError, match="even number of rows"):
+        dense_gemv_triton(x, w[:-1], glu=True)
 
 
 @needs_triton
