@@ -157,13 +157,18 @@ def _isolated(args: argparse.Namespace) -> int:
                                       *child_argv(args, model, method, ids_file)])
                 if rc >= 2:
                     return rc
+                if rc < 0:  # killed by a signal: its record, if any, is what the summary shows
+                    print(f"[sparsebench] the run of {method} on {model} was killed by signal {-rc}", file=sys.stderr)
                 failed |= rc != 0
             ids: list[str] = []
             if Path(ids_file).exists():
                 for line in Path(ids_file).read_text().splitlines():
                     ids += [i for i in json.loads(line) if i not in ids]
         store = ResultsStore(args.results)
-        _summary(model, [store.get(i) for i in ids])
+        if ids:
+            _summary(model, [store.get(i) for i in ids])
+        else:
+            print(f"\n## {model}\n\nno run wrote a record")
     return 1 if failed else 0
 
 
