@@ -24,6 +24,8 @@ from torch import nn
 from sparsebench.api import Metric
 from sparsebench.kernels.sparse_gemv import keep_mask, sparse_gemv
 
+from ..fused_views import concat_as_views_, mixed_bias, own_copies_
+
 Threshold = float | torch.Tensor
 
 
@@ -99,7 +101,7 @@ class SparseInputLinear(_Counting):
         if any(m.in_features != self.in_features or m.weight_t.dtype != w0.dtype or m.weight_t.device != w0.device
                for m in mods):
             return "different input widths, dtypes or devices"
-        if len({m.bias is None for m in mods}) > 1:
+        if mixed_bias(mods):
             return "bias on some only"
         return _FusedSparseProduct(mods)
 
@@ -114,28 +116,16 @@ class _FusedSparseProduct:
     are added), one threshold, biases concatenated."""
 
     def __init__(self, mods: list[SparseInputLinear]):
-        with torch.no_grad():
-            self.mods = mods
-            self.w_t = torch.cat([m.weight_t for m in mods], dim=1)
-            self.bias = torch.cat([m.bias for m in mods]) if mods[0].bias is not None else None
-            self.threshold, self.impl = mods[0].threshold, mods[0].impl
-            start = 0
-            for m in mods:
-                n = m.out_features
-                m.weight_t = nn.Parameter(self.w_t[:, start: start + n], requires_grad=False)
-                if self.bias is not None:  # a registered parameter: only a Parameter may replace it
-                    m.bias = nn.Parameter(self.bias[start: start + n], requires_grad=False)
-                start += n
+        self.mods = mods
+        fused = concat_as_views_(mods, {"weight_t": 1, "bias": 0})
+        self.w_t, self.bias = fused["weight_t"], fused["bias"]
+        self.threshold, self.impl = mods[0].threshold, mods[0].impl
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return sparse_gemv(x, self.w_t, self.threshold, impl=self.impl, bias=self.bias)
 
     def undo(self) -> None:
-        with torch.no_grad():
-            for m in self.mods:
-                m.weight_t = nn.Parameter(m.weight_t.contiguous(), requires_grad=False)
-                if m.bias is not None:
-                    m.bias = nn.Parameter(m.bias.clone(), requires_grad=False)
+        own_copies_(self.mods, ("weight_t", "bias"))
         self.mods, self.w_t, self.bias = [], None, None
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from sparsebench.kernels import int4_matmul as int4
 
+from ..fused_views import concat_as_views_, mixed_bias, own_copies_
 from .grid import Grid, dequantize
 from .packing import pack, unpack
 
@@ -96,7 +97,7 @@ class QuantLinear(nn.Module):
         if any(m.grid != self.grid or m.in_features != self.in_features or m.kernel != self.kernel
                or m.compute_dtype != self.compute_dtype or m.qweight.device != self.qweight.device for m in mods):
             return "different grids, input widths, kernels, dtypes or devices"
-        if len({m.bias is None for m in mods}) > 1:
+        if mixed_bias(mods):
             return "bias on some only"
         return _FusedQuantProduct(mods)
 
@@ -114,18 +115,9 @@ class _FusedQuantProduct:
     BUFFERS = ("qweight", "scales", "offsets")
 
     def __init__(self, mods: list[QuantLinear]):
-        with torch.no_grad():
-            self.mods, self.lead = mods, mods[0]
-            self.packed = {b: torch.cat([getattr(m, b) for m in mods]) for b in self.BUFFERS}
-            self.bias = torch.cat([m.bias for m in mods]) if mods[0].bias is not None else None
-            start = 0
-            for m in mods:
-                rows = slice(start, start + m.out_features)
-                for b in self.BUFFERS:
-                    setattr(m, b, self.packed[b][rows])  # registered buffers: a tensor replaces them
-                if self.bias is not None:  # a registered parameter: only a Parameter may replace it
-                    m.bias = nn.Parameter(self.bias[rows], requires_grad=False)
-                start += m.out_features
+        self.mods, self.lead = mods, mods[0]
+        self.packed = concat_as_views_(mods, {b: 0 for b in (*self.BUFFERS, "bias")})
+        self.bias = self.packed.pop("bias")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.lead.uses_fast_kernel(x):  # each layer's own forward (not the fused class's)
@@ -136,13 +128,9 @@ class _FusedQuantProduct:
         return y + self.bias if self.bias is not None else y
 
     def undo(self) -> None:
-        with torch.no_grad():
-            for m in self.mods:
-                for b in self.BUFFERS:
-                    setattr(m, b, getattr(m, b).clone())
-                if m.bias is not None:
-                    m.bias = nn.Parameter(m.bias.clone(), requires_grad=False)
+        own_copies_(self.mods, (*self.BUFFERS, "bias"))
         self.mods, self.packed, self.bias = [], {}, None
+
 
 def set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, leaf = name.rpartition(".")
