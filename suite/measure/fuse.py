@@ -26,6 +26,8 @@ The suite finds it by that name only: it imports no method.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,6 +306,30 @@ def check_logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     forward compares before and after a change to the model."""
     with torch.inference_mode():
         return model(input_ids=ids, use_cache=False).logits.float()
+
+
+@contextmanager
+def checked_fold(model: nn.Module, ids: torch.Tensor | None, apply: Callable[[], None], undo: Callable[[], None],
+                 tol: float, label: str) -> Iterator[str]:
+    """A latency-only fold while the block runs: ``apply()`` makes it, ``undo()`` takes it back
+    on exit. With ``ids`` one forward before and one after must agree within ``tol``
+    (relative), else it is undone at once and the yielded label says by how much; otherwise
+    ``label`` is yielded (``ids`` None: no check, tests only)."""
+    before = check_logits(model, ids) if ids is not None else None
+    apply()
+    applied = True
+    try:
+        if before is not None:
+            err = rel_err(check_logits(model, ids), before)
+            if not err <= tol:
+                undo()
+                applied = False
+                yield f"not folded: the check forward moved the logits by {err:.1e} (relative)"
+                return
+        yield label
+    finally:
+        if applied:
+            undo()
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decode_kernels import one_row
-from .fuse import _FusedLead, check_logits, rel_err
+from .fuse import _FusedLead, checked_fold
 from .norm_fold import _NormFoldedLead
 
 # the check runs the same rounding on both sides; only the exp inside SiLU may differ
@@ -99,21 +99,12 @@ def folded_glu(model: nn.Module, kernel: Any, device: str, check_ids: torch.Tens
     if not sites:
         yield "not folded: no fused gate/up group under a SiLU"
         return
-    one = check_ids[:, :1] if check_ids is not None else None
-    before = check_logits(model, one) if one is not None else None
-    done: list[nn.Module] = []
-    for mlp in sites:
-        mlp._glu_from, mlp._glu_kernel, mlp._glu_device = type(mlp), kernel, device
-        mlp.__class__ = _glu_class(type(mlp))
-        done.append(mlp)
-    try:
-        if before is not None:
-            err = rel_err(check_logits(model, one), before)
-            if not err <= CHECK_TOL:
-                _undo(done)
-                done = []
-                yield f"not folded: the check forward moved the logits by {err:.1e} (relative)"
-                return
-        yield f"SiLU(gate) x up -> gate_up GEMV x{len(done)}"
-    finally:
-        _undo(done)
+    def apply() -> None:
+        for mlp in sites:
+            mlp._glu_from, mlp._glu_kernel, mlp._glu_device = type(mlp), kernel, device
+            mlp.__class__ = _glu_class(type(mlp))
+
+    one = check_ids[:, :1] if check_ids is not None else None  # the one-row path is what changes
+    with checked_fold(model, one, apply, lambda: _undo(sites), CHECK_TOL,
+                      f"SiLU(gate) x up -> gate_up GEMV x{len(sites)}") as label:
+        yield label

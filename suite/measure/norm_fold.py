@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decode_kernels import one_row
-from .fuse import _FusedLead, check_logits, rel_err
+from .fuse import _FusedLead, checked_fold
 
 #: (layer's norm attribute, child module holding the fused group, lead projection of the group)
 SITES = (("input_layernorm", "self_attn", "q_proj"), ("post_attention_layernorm", "mlp", "gate_proj"))
@@ -113,23 +113,17 @@ def folded_norms(model: nn.Module, kernel: Any, device: str, check_ids: torch.Te
     if not sites:
         yield "not folded: no Llama-style RMSNorm in front of a fused q/k/v or gate/up group"
         return
-    before = check_logits(model, check_ids) if check_ids is not None else None
     done: list[tuple[nn.Module, str, _FusedLead]] = []
-    for layer, norm_name, lead, eps in sites:
-        norm = getattr(layer, norm_name)
-        lead.folded_norm = norm  # registered on the lead too: the traced forward reads it as a module
-        lead._fold_kernel, lead._fold_eps, lead._fold_device = kernel, eps, device
-        lead.__class__ = _NormFoldedLead
-        setattr(layer, norm_name, Deferred(norm))
-        done.append((layer, norm_name, lead))
-    try:
-        if before is not None:
-            err = rel_err(check_logits(model, check_ids), before)
-            if not err <= CHECK_TOL:
-                _undo(done)
-                done = []
-                yield f"not folded: the check forward moved the logits by {err:.1e} (relative)"
-                return
-        yield f"input + post-attention RMSNorm -> qkv / gate_up GEMV x{len(done)}"
-    finally:
-        _undo(done)
+
+    def apply() -> None:
+        for layer, norm_name, lead, eps in sites:
+            norm = getattr(layer, norm_name)
+            lead.folded_norm = norm  # registered on the lead too: the traced forward reads it as a module
+            lead._fold_kernel, lead._fold_eps, lead._fold_device = kernel, eps, device
+            lead.__class__ = _NormFoldedLead
+            setattr(layer, norm_name, Deferred(norm))
+            done.append((layer, norm_name, lead))
+
+    with checked_fold(model, check_ids, apply, lambda: _undo(done), CHECK_TOL,
+                      f"input + post-attention RMSNorm -> qkv / gate_up GEMV x{len(sites)}") as label:
+        yield label

@@ -195,7 +195,7 @@ def test_norm_fold_refuses_other_norms_and_undoes_a_failed_check(monkeypatch):
     from torch import nn
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    from sparsebench.measure import norm_fold
+    from sparsebench.measure import fuse, norm_fold
     from sparsebench.measure.fuse import fuse_projections_
 
     assert norm_fold.rms_eps(LlamaRMSNorm(8, eps=1e-5)) == 1e-5
@@ -211,7 +211,7 @@ def test_norm_fold_refuses_other_norms_and_undoes_a_failed_check(monkeypatch):
     fuse_projections_(model)
     before = _layer_types(model)
     outputs = iter([torch.ones(1, 2, 3), torch.zeros(1, 2, 3)])  # the check forward: logits moved
-    monkeypatch.setattr(norm_fold, "check_logits", lambda m, ids: next(outputs))
+    monkeypatch.setattr(fuse, "check_logits", lambda m, ids: next(outputs))  # what checked_fold calls
     plugin = linear_kernels().get("dense_gemv")
     with norm_fold.folded_norms(model, plugin, "cpu", torch.tensor([[1, 2]])) as label:
         assert label == "not folded: the check forward moved the logits by 1.0e+00 (relative)"

@@ -5,7 +5,7 @@ before, and everything is put back on exit. The real GEMV plugin runs under the 
 import torch
 from torch import nn
 
-from sparsebench.measure import glu_fold
+from sparsebench.measure import fuse, glu_fold
 from sparsebench.measure.decode_kernels import gemv_decode
 from sparsebench.measure.fuse import fuse_projections_, unfuse_projections_
 from sparsebench.registry import linear_kernels
@@ -104,7 +104,7 @@ def test_what_is_not_folded_says_why_and_a_failed_check_undoes_it(monkeypatch):
     with glu_fold.folded_glu(model, NoGlu(), "cpu", None) as label:
         assert label == "not folded: the GEMV plugin has no swiglu product"
     outputs = iter([torch.ones(1, 1, 3), torch.zeros(1, 1, 3)])  # the check forward: logits moved
-    monkeypatch.setattr(glu_fold, "check_logits", lambda m, ids: next(outputs))
+    monkeypatch.setattr(fuse, "check_logits", lambda m, ids: next(outputs))  # what checked_fold calls
     with glu_fold.folded_glu(model, plugin, "cpu", CHECK) as label:
         assert label == "not folded: the check forward moved the logits by 1.0e+00 (relative)"
         assert _mlp_types(model) == ["LlamaMLP"] * 2
