@@ -27,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     from sparsebench.measure.decode_kernels import gemv_decode
     from sparsebench.measure.fuse import fuse_checked_
     from sparsebench.measure.stats import percentile
-    from sparsebench.models.shape import ShapeModel
 
-    model, _ = ShapeModel("shape:llama-3.1-8b").load(torch.bfloat16, "cuda")
-    model.eval()
-    ids = torch.randint(0, model.config.vocab_size, (4096,), generator=torch.Generator().manual_seed(0))
+    if not torch.cuda.is_available():
+        print("needs a CUDA device", file=sys.stderr)
+        return 2
+    model, ids = decode_probe.load_model()
     check = ids[:16].view(1, -1).cuda()
     options = {"coordinate_descent_tuning": True, "triton.enable_pdl": True}
     fuse_checked_(model, check)

@@ -58,12 +58,9 @@ def _probe() -> None:
     import torch
 
     from sparsebench.measure.ceilings import decode_bytes_per_token, measure_ceilings
-    from sparsebench.models.shape import ShapeModel
 
     bandwidth = measure_ceilings()["copy_bandwidth_gbs"] * 1e9
-    model, _ = ShapeModel("shape:llama-3.1-8b").load(torch.bfloat16, "cuda")
-    model.eval()
-    ids = torch.randint(0, model.config.vocab_size, (4096,), generator=torch.Generator().manual_seed(0))
+    model, ids = decode_probe.load_model()
     args = argparse.Namespace(context=512, tokens=32, warmup=3, reps=10)
     row = decode_probe.run_variant(decode_probe.parse_variant(VARIANT), model, ids, args,
                                    decode_bytes_per_token(model, 1, 512), bandwidth)
@@ -82,6 +79,11 @@ def main() -> int:
     p.add_argument("--order", choices=["suite-first", "probe-first"], default="suite-first")
     p.add_argument("--results", default="/tmp/decode-gap-results")
     args = p.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print("needs a CUDA device", file=sys.stderr)
+        return 2
     steps = [lambda: _suite(args.results), _probe]
     for step in steps if args.order == "suite-first" else steps[::-1]:
         step()

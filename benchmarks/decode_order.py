@@ -41,15 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sparsebench.measure.ceilings import decode_bytes_per_token, measure_ceilings
-    from sparsebench.models.shape import ShapeModel
 
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
         return 2
     bandwidth = measure_ceilings()["copy_bandwidth_gbs"] * 1e9
-    model, _ = ShapeModel("shape:llama-3.1-8b").load(torch.bfloat16, "cuda")
-    model.eval()
-    ids = torch.randint(0, model.config.vocab_size, (4096,), generator=torch.Generator().manual_seed(0))
+    model, ids = decode_probe.load_model()
     nbytes = decode_bytes_per_token(model, 1, 512)
     run_args = argparse.Namespace(context=512, tokens=32, warmup=3, reps=10)
     variant = decode_probe.parse_variant(args.variant)

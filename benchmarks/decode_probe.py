@@ -110,6 +110,18 @@ def parse_variant(text: str) -> Variant:
     return v
 
 
+def load_model(name: str = "shape:llama-3.1-8b"):
+    """The shape model in bf16 on the GPU, eval mode, and the 4096 token ids (seed 0) every
+    decode diagnostic here feeds it: ``(model, ids)``."""
+    import torch
+
+    from sparsebench.models.shape import ShapeModel
+
+    model, _ = ShapeModel(name).load(torch.bfloat16, "cuda")
+    model.eval()
+    return model, torch.randint(0, model.config.vocab_size, (4096,), generator=torch.Generator().manual_seed(0))
+
+
 def kernel_breakdown(replay, replays: int = 8, top: int = 25) -> dict:
     """What one graph replay (``replay()``) runs on the GPU: kernels per step, the time they
     keep the GPU busy against the span from the step's first kernel start to its last kernel
@@ -270,7 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from sparsebench.measure.ceilings import decode_bytes_per_token, measure_ceilings
-    from sparsebench.models.shape import ShapeModel
 
     start = time.time()
     if not torch.cuda.is_available():
@@ -278,9 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ceil = measure_ceilings()
     bandwidth = ceil["copy_bandwidth_gbs"] * 1e9
-    model, _ = ShapeModel(args.model).load(torch.bfloat16, "cuda")
-    model.eval()
-    ids = torch.randint(0, model.config.vocab_size, (4096,), generator=torch.Generator().manual_seed(0))
+    model, ids = load_model(args.model)
     nbytes = decode_bytes_per_token(model, 1, args.context)
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  transformers {transformers.__version__}")
     print(f"copy bandwidth {ceil['copy_bandwidth_gbs']:.0f} GB/s, bf16 GEMM {ceil['bf16_gemm_tflops']:.0f} TFLOP/s; "

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..launch import pdl
+from ..launch import cdiv, pdl
 from .config import DenseGemvConfig, default_config, effective
 
 __all__ = ["dense_gemv_op", "dense_gemv_triton"]
@@ -136,7 +136,7 @@ def dense_gemv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     block_n, block_k, programs = effective(cfg, n, k)
     if glu:  # a program's tile: block_n / 2 gate rows and their up rows
         block_n = max(block_n, 2)
-        programs = -(-n_out // (block_n // 2))
+        programs = cdiv(n_out, block_n // 2)
     use_pdl = pdl(x.device)
     _dense_gemv_kernel[(programs,)](
         xv, weight, bias if bias is not None else y, g, y, n, k, weight.stride(0), float(eps),
