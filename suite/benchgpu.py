@@ -75,8 +75,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_names(args: argparse.Namespace) -> None:
+    """Every model and method named resolves, before anything runs: a typo must not cost the
+    runs before it (raises ``UsageError`` naming what is allowed)."""
+    from .models import resolve_model
+    from .registry import methods
+
+    for model in args.models:
+        resolve_model(model)
+    for method in args.methods:
+        methods().get(method)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        _check_names(args)
+    except SparsebenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     configs = dict(METHODS)
     if args.decode_path == "auto":
         args.decode_path = auto_decode_path()

@@ -85,3 +85,16 @@ def test_child_options_reproduce_the_parent_run():
             assert getattr(child, key) == value, key
     assert (child.models, child.methods, child.isolate, child.record_ids) == (
         ["shape:llama-3.2-1b"], ["wanda"], False, "ids.jsonl")
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--methods", "nosuch", "Unknown method 'nosuch'"),
+    ("--models", "shape:llama-3.1-8", "Did you mean 'shape:llama-3.1-8b'"),
+])
+def test_gpu_bench_refuses_unknown_names_before_any_run(tmp_path, capsys, option, value, message):
+    """A typo exits 2 before the runs in front of it (dense first, in --isolate) spend anything."""
+    from sparsebench import benchgpu
+
+    assert benchgpu.main(["--isolate", option, value, "--results", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
