@@ -19,8 +19,8 @@ Each variant is ``graph`` (eager forward captured in a CUDA graph) or ``compile`
                 its tiles), and one-token attention through the decode attention plugin
     perlen      (with gemv) every cache layer keeps and advances its own length counter (not one
                 shared write position: sparsebench.measure.cache_length)
-    noglu       (with gemv) SiLU(gate) x up stays a kernel of its own (not computed by the fused
-                gate/up GEMV: sparsebench.measure.glu_fold)
+    glu         (with gemv) SiLU(gate) x up computed by the fused gate/up GEMV
+                (sparsebench.measure.glu_fold; off on the suite's paths: slower on an H200)
     nofold      (with gemv) the RMSNorms stay kernels of their own (not folded into the fused
                 q/k/v and gate/up GEMVs: sparsebench.measure.norm_fold)
     pdl         (with gemv) the plugins' kernels launched by programmatic dependent launch
@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass
 
 REQUIRED = ("graph", "graph+fuse", "compile", "compile+fuse")
 EXTRAS = ("graph+fuse+lt", "compile+fuse+cdt", "compile+fuse+attn=eager", "compile+fuse+lt")
-MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv", "pdl", "nofold", "perlen", "noglu")
+MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv", "pdl", "nofold", "perlen", "glu")
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Variant:
     pdl: bool = False
     nofold: bool = False
     perlen: bool = False
-    noglu: bool = False
+    glu: bool = False
     attn: str | None = None
     opts: tuple[tuple[str, object], ...] = ()
 
@@ -105,8 +105,8 @@ def parse_variant(text: str) -> Variant:
     v = Variant(name=text, compile=base == "compile", opts=tuple(opts), **flags)  # type: ignore[arg-type]
     if (v.cdt or v.autotune or v.opts) and not v.compile:
         raise ValueError(f"variant '{text}': cdt/autotune/opt: are inductor options, they need 'compile'")
-    if (v.pdl or v.nofold or v.perlen or v.noglu) and not v.gemv:
-        raise ValueError(f"variant '{text}': pdl, nofold, perlen and noglu change the gemv path, they need 'gemv'")
+    if (v.pdl or v.nofold or v.perlen or v.glu) and not v.gemv:
+        raise ValueError(f"variant '{text}': pdl, nofold, perlen and glu change the gemv path, they need 'gemv'")
     return v
 
 
@@ -192,7 +192,7 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
     fused = None
     check = ids[:16].view(1, -1).cuda()
     routed = (gemv_decode(model, "cuda", pdl=v.pdl, fold_norms=not v.nofold, check_ids=check,
-                          share_lengths=not v.perlen, fold_glu=not v.noglu) if v.gemv else contextlib.nullcontext({}))
+                          share_lengths=not v.perlen, fold_glu=v.glu) if v.gemv else contextlib.nullcontext({}))
     stack = contextlib.ExitStack()
     try:
         if v.fuse:  # before the gemv path: its norm folding works on fused groups

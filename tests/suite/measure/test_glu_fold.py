@@ -62,7 +62,7 @@ def _folded_step(monkeypatch, **path):
 
 @needs_triton
 def test_the_activation_runs_inside_the_gate_up_gemv_and_is_undone(monkeypatch):
-    calls, label, got, want = _folded_step(monkeypatch)
+    calls, label, got, want = _folded_step(monkeypatch, fold_glu=True)
     assert label == "SiLU(gate) x up -> gate_up GEMV x2"
     # the decode step only: per layer the normed q/k/v, o, the norm-folded SwiGLU, down; then the LM head
     assert calls == [("normed", (64, 32)), ("linear", (32, 32)), ("swiglu+norm", (96, 32)),
@@ -72,9 +72,24 @@ def test_the_activation_runs_inside_the_gate_up_gemv_and_is_undone(monkeypatch):
 
 @needs_triton
 def test_without_the_norm_fold_the_plain_fused_lead_is_folded(monkeypatch):
-    calls, label, got, want = _folded_step(monkeypatch, fold_norms=False)
+    calls, label, got, want = _folded_step(monkeypatch, fold_norms=False, fold_glu=True)
     assert label == "SiLU(gate) x up -> gate_up GEMV x2" and ("swiglu", (96, 32)) in calls
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@needs_triton
+def test_the_suite_paths_leave_the_activation_a_kernel_of_its_own(monkeypatch):
+    # opt-in only: on an H200 the SwiGLU GEMVs cost more than the activation kernels they remove
+    gemv = _CountingGlu(linear_kernels().get("dense_gemv"))
+    monkeypatch.setattr(linear_kernels(), "get", lambda name: gemv)
+    model = _tiny()
+    with torch.no_grad():
+        fuse_projections_(model)
+        with gemv_decode(model, "cpu", check_ids=CHECK) as labels:
+            assert _mlp_types(model) == ["LlamaMLP"] * 2 and "decode_mlp" not in labels
+            _decode_step(model)
+        unfuse_projections_(model)
+    assert not [c for c in gemv.calls if c[0].startswith("swiglu")]
 
 
 def test_is_silu_checks_what_the_activation_computes():
@@ -118,6 +133,6 @@ def test_the_folded_decode_step_compiles_without_a_graph_break():
 
     model = _tiny()
     fuse_projections_(model)
-    with gemv_decode(model, "cpu", check_ids=CHECK) as labels:
+    with gemv_decode(model, "cpu", check_ids=CHECK, fold_glu=True) as labels:
         assert labels["decode_mlp"].startswith("SiLU(gate) x up")
         assert_compiled_steps_match_eager(model, torch.tensor([[1, 5, 7, 2]]))
