@@ -2,10 +2,7 @@
 compiling anything).
 
 A config is ``bn`` (weight rows per program), ``bk`` (columns per loop step), ``w`` (warps),
-``s`` (software-pipeline stages of the loop: asynchronous copies in flight), ``pf`` (1: under
-programmatic dependent launch, each program asks the L2 for all its rows before it waits
-for the kernel that writes x, so the weight stream does not pause while that kernel
-drains; 0: only the first tile is loaded before the wait). There is no
+``s`` (software-pipeline stages of the loop: asynchronous copies in flight). There is no
 split-K: decode's projections have N >= 1024 outputs, hundreds of row tiles already.
 ``SPARSEBENCH_DENSE_GEMV_CONFIG="bn=8,bk=512,w=4,s=3"`` sets one for every shape (keys
 left out keep the defaults).
@@ -19,7 +16,7 @@ from dataclasses import dataclass
 from ..launch import cdiv, is_pow2, next_pow2, spec_fields
 
 ENV = "SPARSEBENCH_DENSE_GEMV_CONFIG"
-_KEYS = {"bn": "block_n", "bk": "block_k", "w": "num_warps", "s": "num_stages", "pf": "prefetch"}
+_KEYS = {"bn": "block_n", "bk": "block_k", "w": "num_warps", "s": "num_stages"}
 
 
 @dataclass(frozen=True)
@@ -28,7 +25,6 @@ class DenseGemvConfig:
     block_k: int = 512
     num_warps: int = 4
     num_stages: int = 3
-    prefetch: int = 0
 
     def __post_init__(self) -> None:
         for name in ("block_n", "block_k", "num_warps"):
@@ -36,12 +32,9 @@ class DenseGemvConfig:
                 raise ValueError(f"{name} must be a power of two, got {getattr(self, name)}")
         if self.num_stages < 1:
             raise ValueError(f"num_stages must be >= 1, got {self.num_stages}")
-        if self.prefetch not in (0, 1):
-            raise ValueError(f"prefetch (pf) must be 0 or 1, got {self.prefetch}")
 
     def label(self) -> str:
-        return (f"bn={self.block_n},bk={self.block_k},w={self.num_warps},s={self.num_stages}"
-                + (f",pf={self.prefetch}" if self.prefetch else ""))
+        return f"bn={self.block_n},bk={self.block_k},w={self.num_warps},s={self.num_stages}"
 
     @classmethod
     def parse(cls, spec: str) -> DenseGemvConfig:
@@ -65,20 +58,6 @@ def default_config() -> DenseGemvConfig:
 
 def describe_defaults() -> str:
     return default_config().label()
-
-
-PREFETCH_ALIGN = 16  # bytes: a bulk L2 prefetch takes 16-byte aligned addresses and sizes
-
-
-def prefetch_chunks(block_n: int, num_warps: int, k: int, row_stride: int, elem: int) -> int:
-    """Pieces each weight row of a program is prefetched in (one per thread when they
-    divide evenly, else whole rows), or 0 when the rows are not 16-byte aligned."""
-    if (row_stride * elem) % PREFETCH_ALIGN or (k * elem) % PREFETCH_ALIGN:
-        return 0
-    chunks = max(1, (32 * num_warps) // block_n)
-    while chunks > 1 and (k * elem) % (chunks * PREFETCH_ALIGN):
-        chunks //= 2
-    return chunks
 
 
 def effective(cfg: DenseGemvConfig, n: int, k: int) -> tuple[int, int, int]:

@@ -9,25 +9,19 @@ Rows past N are clamped to row 0 (read, never stored), so the weight loads need 
 
 Launched with programmatic dependent launch (``kernels.launch.pdl``), a program loads its
 first weight tile, lets the next kernel launch, and only then waits for the kernel before
-it (which writes x): the weight stream starts while that kernel drains. With the config's
-``pf`` it also asks the L2 for the rest of its rows first (``cp.async.bulk.prefetch.L2``,
-one piece per thread), so more than one tile a program is in flight during that wait.
+it (which writes x): the weight stream starts while that kernel drains.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
 from ..launch import cdiv, pdl
-from .config import DenseGemvConfig, default_config, effective, prefetch_chunks
+from .config import DenseGemvConfig, default_config, effective
 
 __all__ = ["dense_gemv_op", "dense_gemv_triton"]
-
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # no PTX there: the L2 prefetch is skipped
 
 
 @triton.jit
@@ -47,22 +41,10 @@ def _x_tile(x_ptr, g_ptr, ks, k_ok, EVEN: tl.constexpr, NORM: tl.constexpr):
 
 
 @triton.jit
-def _prefetch_rows(w_ptr, rows, stride_wn, K, CHUNKS: tl.constexpr):
-    """Ask the L2 for ``rows`` of the weight, each in CHUNKS pieces (bulk prefetches: no
-    registers, nothing to wait for)."""
-    piece = K // CHUNKS
-    starts = w_ptr + rows.to(tl.int64)[:, None] * stride_wn + (tl.arange(0, CHUNKS) * piece)[None, :]
-    nbytes = piece * w_ptr.dtype.element_ty.primitive_bitwidth // 8
-    tl.inline_asm_elementwise("cp.async.bulk.prefetch.L2.global [$1], $2;\n\tmov.u32 $0, 0;", "=r,l,r",
-                              [starts.to(tl.int64, bitcast=True), nbytes + tl.zeros_like(rows)[:, None]],
-                              dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
 def _dense_gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, y_ptr, N, K, stride_wn, eps,
                        HAS_BIAS: tl.constexpr, NORM: tl.constexpr, BLOCK_N: tl.constexpr,
                        BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, NUM_STAGES: tl.constexpr,
-                       PDL: tl.constexpr, GLU: tl.constexpr, PREFETCH: tl.constexpr):
+                       PDL: tl.constexpr, GLU: tl.constexpr):
     pid = tl.program_id(0)
     if GLU:  # tile row i: output pid * BLOCK_N / 2 + i // 2, its gate row (even i) or up row (odd i)
         i = tl.arange(0, BLOCK_N)
@@ -79,8 +61,6 @@ def _dense_gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, y_ptr, N, K, stride_wn, eps,
     if PDL:  # first tile peeled: its weight load is issued before waiting for x's writer
         k_ok0 = cols < K
         w = tl.load(w_ptrs, mask=k_ok0[None, :], other=0.0, eviction_policy="evict_first")
-        if PREFETCH > 0:
-            _prefetch_rows(w_ptr, rows_safe, stride_wn, K, PREFETCH)
         tl.extra.cuda.gdc_launch_dependents()
         tl.extra.cuda.gdc_wait()
         xk, sq = _x_tile(x_ptr, g_ptr, cols, k_ok0, False, NORM)
@@ -158,13 +138,10 @@ def dense_gemv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         block_n = max(block_n, 2)
         programs = cdiv(n_out, block_n // 2)
     use_pdl = pdl(x.device)
-    chunks = (prefetch_chunks(block_n, cfg.num_warps, k, weight.stride(0), weight.element_size())
-              if use_pdl and cfg.prefetch and not INTERPRET else 0)
     _dense_gemv_kernel[(programs,)](
         xv, weight, bias if bias is not None else y, g, y, n, k, weight.stride(0), float(eps),
         HAS_BIAS=bias is not None, NORM=norm_weight is not None, BLOCK_N=block_n, BLOCK_K=block_k,
-        EVEN_K=k % block_k == 0, NUM_STAGES=cfg.num_stages, PDL=use_pdl, GLU=glu, PREFETCH=chunks,
-        num_warps=cfg.num_warps,
+        EVEN_K=k % block_k == 0, NUM_STAGES=cfg.num_stages, PDL=use_pdl, GLU=glu, num_warps=cfg.num_warps,
         **({"launch_pdl": True} if use_pdl else {}))
     return y.reshape(*x.shape[:-1], n_out)
 
@@ -172,14 +149,13 @@ def dense_gemv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 @torch.library.custom_op("sparsebench::dense_gemv", mutates_args=())
 def _dense_gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                    norm_weight: torch.Tensor | None, eps: float, block_n: int, block_k: int,
-                   num_warps: int, num_stages: int, glu: bool, prefetch: int = 0) -> torch.Tensor:
-    cfg = DenseGemvConfig(block_n=block_n, block_k=block_k, num_warps=num_warps, num_stages=num_stages,
-                          prefetch=prefetch)
+                   num_warps: int, num_stages: int, glu: bool) -> torch.Tensor:
+    cfg = DenseGemvConfig(block_n=block_n, block_k=block_k, num_warps=num_warps, num_stages=num_stages)
     return dense_gemv_triton(x, weight, bias, config=cfg, norm_weight=norm_weight, eps=eps, glu=glu)
 
 
 @_dense_gemv_op.register_fake
-def _(x, weight, bias, norm_weight, eps, block_n, block_k, num_warps, num_stages, glu, prefetch=0):
+def _(x, weight, bias, norm_weight, eps, block_n, block_k, num_warps, num_stages, glu):
     return x.new_empty((*x.shape[:-1], weight.shape[0] // 2 if glu else weight.shape[0]))
 
 
@@ -190,4 +166,4 @@ def dense_gemv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     call that ``torch.compile`` keeps in its graph (no graph break, nothing fused into it)."""
     cfg = config or default_config()
     return _dense_gemv_op(x, weight, bias, norm_weight, float(eps), cfg.block_n, cfg.block_k,
-                          cfg.num_warps, cfg.num_stages, glu, cfg.prefetch)
+                          cfg.num_warps, cfg.num_stages, glu)

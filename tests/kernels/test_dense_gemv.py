@@ -6,8 +6,6 @@ Outputs go into NaN-filled tensors, so an element the kernel forgets to write fa
 this runs under the Triton interpreter (``TRITON_INTERPRET=1``, set by ``nox -s tests``).
 """
 
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -244,9 +242,8 @@ def test_bad_operands_are_refused():
 def test_config_parse_and_clip(monkeypatch):
     assert DenseGemvConfig.parse("bn=16,bk=128") == DenseGemvConfig(block_n=16, block_k=128)
     assert DenseGemvConfig.parse(DEFAULT.label()) == DEFAULT
-    assert DenseGemvConfig.parse("bn=4,pf=1").label() == "bn=4,bk=512,w=4,s=3,pf=1"
-    for bad in ("bn=3", "bq=4", "bn=four", "s=0", "pf=2"):
-        with pytest.raises(ValueError, match="dense GEMV config|power of two|num_stages|prefetch"):
+    for bad in ("bn=3", "bq=4", "bn=four", "s=0"):
+        with pytest.raises(ValueError, match="dense GEMV config|power of two|num_stages"):
             DenseGemvConfig.parse(bad)
     monkeypatch.setenv("SPARSEBENCH_DENSE_GEMV_CONFIG", "bn=2,bk=64,w=1,s=2")
     assert default_config() == DenseGemvConfig(2, 64, 1, 2)
@@ -255,25 +252,12 @@ def test_config_parse_and_clip(monkeypatch):
     assert effective(DenseGemvConfig(block_n=4, block_k=256), 4096, 14336) == (4, 256, 1024)
 
 
-def test_prefetch_pieces_are_aligned_and_one_per_thread():
-    from sparsebench.kernels.dense_gemv.config import prefetch_chunks
-
-    # 4 rows x 16 pieces of 512 bytes for 64 threads; 8 rows x 16 for 128 threads
-    assert prefetch_chunks(4, 2, 4096, 4096, 2) == 16 and prefetch_chunks(8, 4, 14336, 14336, 2) == 16
-    assert prefetch_chunks(64, 1, 4096, 4096, 2) == 1  # more rows than threads: whole rows
-    assert prefetch_chunks(4, 2, 40, 40, 2) == 1  # 80-byte rows: five 16-byte units, no even split
-    assert prefetch_chunks(4, 2, 4100, 4100, 2) == 0  # 8200-byte rows: not 16-byte aligned
-    assert prefetch_chunks(4, 2, 4096, 4100, 2) == 0  # rows start off alignment
-
-
 @needs_cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("prefetch", [0, 1], ids=["first-tile", "l2-prefetch"])
-def test_gpu_pdl_chain_in_a_graph(prefetch, monkeypatch):
+def test_gpu_pdl_chain_in_a_graph(monkeypatch):
     """A chain of products each reading what the one before wrote (8B shapes), launched with
     programmatic dependent launch inside a CUDA graph: a kernel that read its x before the
-    wait would see the last replay's values, so the inputs change between replays. With
-    the L2 prefetch of each program's rows before the wait, too."""
+    wait would see the last replay's values, so the inputs change between replays."""
     from sparsebench.kernels.dense_gemv import triton as kt
 
     from .graphs import graph_replay
@@ -287,7 +271,7 @@ def test_gpu_pdl_chain_in_a_graph(prefetch, monkeypatch):
     def chain():
         h = x * 2  # a torch kernel between the input and the first GEMV
         for w in ws:
-            h = kt.dense_gemv_triton(h, w, config=replace(DEFAULT, prefetch=prefetch))
+            h = kt.dense_gemv_triton(h, w)
         return h
 
     def want():
