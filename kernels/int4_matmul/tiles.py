@@ -123,32 +123,6 @@ def _x_eighths(xv, BKW: tl.constexpr):
 
 
 @triton.jit
-def _word_dots(w, x0, x1, x2, x3, x4, x5, x6, x7, F32M):
-    """Per word ``sum_i q_i x_i`` of ``w [BN, BKW]`` with the eight ``[BKW]`` x columns
-    (pre-scaled as ``_x_eighths`` returns them): about three instructions a weight."""
-    w12 = w >> 12
-    qx = _nibble(w, w12, 0, F32M) * x0[None, :]
-    qx += _nibble(w, w12, 1, F32M) * x1[None, :]
-    qx += _nibble(w, w12, 2, F32M) * x2[None, :]
-    qx += _nibble(w, w12, 3, F32M) * x3[None, :]
-    qx += _nibble(w, w12, 4, F32M) * x4[None, :]
-    qx += _nibble(w, w12, 5, F32M) * x5[None, :]
-    qx += _nibble(w, w12, 6, F32M) * x6[None, :]
-    qx += _nibble(w, w12, 7, F32M) * x7[None, :]
-    return qx
-
-
-@triton.jit
-def _apply_group(acc, qx, xs, s_ptr, o_ptr, rows, g, ssn):
-    """``acc + s * sum(q x) + o * sum(x)`` per word, with group g's scale and offset per row."""
-    s = tl.load(s_ptr + rows * ssn + g).to(tl.float32)
-    o = tl.load(o_ptr + rows * ssn + g).to(tl.float32)
-    acc += s[:, None] * qx
-    acc += o[:, None] * xs[None, :]
-    return acc
-
-
-@triton.jit
 def _finish(acc, y_ptr, part_ptr, lock_ptr, slot, rn, rm, N, M, sym, REDUCE: tl.constexpr, TRANS: tl.constexpr):
     """Store an fp32 tile (``[BN, BM]`` when TRANS, else ``[BM, BN]``) of ``y [M, N]``; under
     split-K the last program of the tile (counted on lock ``slot``) sums all partials in
@@ -337,61 +311,24 @@ def _gemv(x_ptr, q_ptr, s_ptr, o_ptr, y_ptr, part_ptr, lock_ptr, N, K, G: tl.con
             w = tl.load(q_ptrs, mask=(t * BKW + rw < K // 8)[None, :], other=0)
             xv = tl.load(x_ptr + x_offs, mask=x_offs < K, other=0.0).to(tl.float32)
         x0, x1, x2, x3, x4, x5, x6, x7 = _x_eighths(xv, BKW)
-        qx = _word_dots(w, x0, x1, x2, x3, x4, x5, x6, x7, F32M)
+        w12 = w >> 12
+        qx = _nibble(w, w12, 0, F32M) * x0[None, :]
+        qx += _nibble(w, w12, 1, F32M) * x1[None, :]
+        qx += _nibble(w, w12, 2, F32M) * x2[None, :]
+        qx += _nibble(w, w12, 3, F32M) * x3[None, :]
+        qx += _nibble(w, w12, 4, F32M) * x4[None, :]
+        qx += _nibble(w, w12, 5, F32M) * x5[None, :]
+        qx += _nibble(w, w12, 6, F32M) * x6[None, :]
+        qx += _nibble(w, w12, 7, F32M) * x7[None, :]
         xs = tl.sum(xv, axis=1)  # sum of the word's eight x (unscaled)
-        acc = _apply_group(acc, qx, xs, s_ptr, o_ptr, rn_ld, (t * BK) // G, ssn)
-    _finish(tl.sum(acc, axis=1)[None, :], y_ptr, part_ptr, lock_ptr, tl.program_id(0), rn, tl.arange(0, 1), N, 1, N,
-            REDUCE, False)
-
-
-@triton.jit
-def _x_at(x_ptr, xb, COL: tl.constexpr, K, EVEN_K: tl.constexpr):
-    """fp32 x at offsets ``xb + COL`` (column COL of each word), pre-scaled by ``16**-e``."""
-    if EVEN_K:
-        v = tl.load(x_ptr + xb + COL)
-    else:
-        v = tl.load(x_ptr + xb + COL, mask=xb + COL < K, other=0.0)
-    return v.to(tl.float32) * _unscale(COL)
-
-
-@triton.jit(do_not_specialize=["PER_SPLIT"])
-def _gemv_piped(x_ptr, q_ptr, s_ptr, o_ptr, y_ptr, part_ptr, lock_ptr, N, K, G: tl.constexpr, sqn, ssn, F32M,
-                PER_SPLIT, BN: tl.constexpr, BK: tl.constexpr, STAGES: tl.constexpr, EVEN_K: tl.constexpr,
-                REDUCE: tl.constexpr):
-    """``_gemv`` with its K loop software-pipelined (``tl.range(num_stages=...)``: the code
-    words of the next tiles are fetched asynchronously while this one is summed; a plain
-    ``range`` loop issues each tile's loads only after the last tile's arithmetic), and with
-    x read as eight strided vectors already in the layout of the word columns (no register
-    reshape of an ``[BK/8, 8]`` block, which goes through shared memory with barriers)."""
-    BKW: tl.constexpr = BK // 8
-    rn = tl.program_id(0) * BN + tl.arange(0, BN)
-    rn_ld = tl.minimum(rn, N - 1)
-    rw = tl.arange(0, BKW)
-    acc = tl.zeros((BN, BKW), dtype=tl.float32)
-    t0 = tl.program_id(2) * PER_SPLIT
-    for i in tl.range(0, PER_SPLIT, num_stages=STAGES):
-        t = t0 + i
-        q_ptrs = q_ptr + rn_ld[:, None] * sqn + (t * BKW + rw)[None, :]
-        if EVEN_K:
-            w = tl.load(q_ptrs)
-        else:
-            w = tl.load(q_ptrs, mask=(t * BKW + rw < K // 8)[None, :], other=0)
-        xb = t * BK + rw * 8
-        x0 = _x_at(x_ptr, xb, 0, K, EVEN_K)
-        x1 = _x_at(x_ptr, xb, 1, K, EVEN_K)
-        x2 = _x_at(x_ptr, xb, 2, K, EVEN_K)
-        x3 = _x_at(x_ptr, xb, 3, K, EVEN_K)
-        x4 = _x_at(x_ptr, xb, 4, K, EVEN_K)
-        x5 = _x_at(x_ptr, xb, 5, K, EVEN_K)
-        x6 = _x_at(x_ptr, xb, 6, K, EVEN_K)
-        x7 = _x_at(x_ptr, xb, 7, K, EVEN_K)
-        # the word's eight x, unscaled (the 16**e factors are exact powers of two)
-        xs = (x0 + x1 * 16.0 + x2 * 256.0 + x3 * 4096.0 + x4 * 65536.0
-              + (x5 + x6 * 16.0 + x7 * 256.0) * 256.0)
-        qx = _word_dots(w, x0, x1, x2, x3, x4, x5, x6, x7, F32M)
-        acc = _apply_group(acc, qx, xs, s_ptr, o_ptr, rn_ld, (t * BK) // G, ssn)
-    _finish(tl.sum(acc, axis=1)[None, :], y_ptr, part_ptr, lock_ptr, tl.program_id(0), rn, tl.arange(0, 1), N, 1, N,
-            REDUCE, False)
+        g = (t * BK) // G
+        s = tl.load(s_ptr + rn_ld * ssn + g).to(tl.float32)
+        o = tl.load(o_ptr + rn_ld * ssn + g).to(tl.float32)
+        acc += s[:, None] * qx
+        acc += o[:, None] * xs[None, :]
+    y = tl.sum(acc, axis=1)
+    rm = tl.arange(0, 1)
+    _finish(y[None, :], y_ptr, part_ptr, lock_ptr, tl.program_id(0), rn, rm, N, 1, N, REDUCE, False)
 
 
 @triton.jit

@@ -3,7 +3,6 @@
 A ``Plan`` names a variant and its tiles:
 
 * ``gemv``: M = 1 on CUDA cores;
-* ``gemvp``: the same, its K loop software-pipelined and x read in the word columns' layout;
 * ``mma``: decode-sized M (<= 64) on tensor cores, codes fed as ``BIAS + q`` pairs, the
   group map applied to tile sums (needs the group to be a multiple of 64);
 * ``fold``: per-weight dequantization in registers then tensor cores (prefill, small groups);
@@ -31,7 +30,7 @@ from ..launch import sm_count
 from ..tolerances import tolerance
 from ..tuning import back_to_back_ms, median
 from . import ref
-from .tiles import F32_MAGIC, _dequant, _gemv, _gemv_piped, _mma_fold, _mma_pairs
+from .tiles import F32_MAGIC, _dequant, _gemv, _mma_fold, _mma_pairs
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 MAGIC16 = {torch.bfloat16: (0x43004300, 128.0, tl.bfloat16), torch.float16: (0x64006400, 1024.0, tl.float16)}
@@ -40,7 +39,7 @@ LOCKS = 1 << 16
 
 @dataclass(frozen=True)
 class Plan:
-    variant: str  # gemv | gemvp | mma | fold | dequant
+    variant: str  # gemv | mma | fold | dequant
     bn: int = 64
     bm: int = 16
     bk: int = 128
@@ -52,7 +51,7 @@ class Plan:
     def label(self) -> str:
         if self.variant == "dequant":
             return f"dequant[bn{self.bn} bk{self.bk} w{self.warps} chunks{self.split}]+cublas"
-        tile = f"bn{self.bn}" + (f" bm{self.bm}" if not self.variant.startswith("gemv") else "")
+        tile = f"bn{self.bn}" + (f" bm{self.bm}" if self.variant != "gemv" else "")
         extra = "" if self.variant != "fold" else (" swap" if self.swap else " noswap")
         return f"{self.variant}[{tile} bk{self.bk} split{self.split} w{self.warps} s{self.stages}{extra}]"
 
@@ -94,7 +93,7 @@ def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int)
     bm = _m_tile(m)
 
     def with_splits(p: Plan, most: int = 3) -> list[Plan]:
-        n_prog = triton.cdiv(n, p.bn) * (triton.cdiv(m, p.bm) if not p.variant.startswith("gemv") else 1)
+        n_prog = triton.cdiv(n, p.bn) * (triton.cdiv(m, p.bm) if p.variant != "gemv" else 1)
         return [replace(p, split=s) for s in split_options(n_prog, triton.cdiv(k, p.bk), sms)[:most]]
 
     bk_pairs = _bk(group, (128, 64))
@@ -111,8 +110,6 @@ def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int)
         out += with_splits(Plan("gemv", bn=256, bk=bk, warps=4, stages=3), 3)
         out += with_splits(Plan("gemv", bn=128, bk=bk, warps=4, stages=4), 2)
         out += with_splits(Plan("gemv", bn=256, bk=bk, warps=8, stages=3), 1)
-        out += with_splits(Plan("gemvp", bn=256, bk=bk, warps=4, stages=3), 2)
-        out += with_splits(Plan("gemvp", bn=128, bk=bk, warps=4, stages=4), 1)
     if 64 < m < 1024:  # weight tile dequantized once per 128 or 256 tokens; W as the right or left operand
         out += [Plan("fold", bn=128, bm=128, bk=bk_fold, warps=8, stages=3, swap=s) for s in (False, True)]
         if m >= 256:
@@ -185,7 +182,7 @@ def run(plan: Plan, x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tenso
     if plan.variant == "dequant":
         return _dequant_matmul(x2, q32, scales, offsets, group, kp, plan)
     y = _alloc((m, n), x2.device, x2.dtype)
-    bm = 1 if plan.variant.startswith("gemv") else plan.bm
+    bm = 1 if plan.variant == "gemv" else plan.bm
     tiles = (triton.cdiv(n, plan.bn), triton.cdiv(m, bm))
     k_tiles = triton.cdiv(kp, plan.bk)
     locks = _lock_buffer(x2.device) if plan.split > 1 and 4 * tiles[0] * tiles[1] <= LOCKS else None
@@ -195,15 +192,11 @@ def run(plan: Plan, x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tenso
     grid = (tiles[0], tiles[1], split)
     common = dict(EVEN_K=kp % plan.bk == 0, REDUCE=split > 1, num_warps=plan.warps, num_stages=plan.stages)
     dot_f32 = INTERPRET or x2.dtype == torch.float32
-    if plan.variant.startswith("gemv"):
+    if plan.variant == "gemv":
         if m != 1:
-            raise ValueError(f"the {plan.variant} plan takes one row of x, got M={m}")
-        args = (x2, q32, scales, offsets, y, part, locks, n, kp, group, q32.stride(0), scales.stride(0), F32_MAGIC,
-                k_tiles // split)
-        if plan.variant == "gemvp":
-            _gemv_piped[grid](*args, BN=plan.bn, BK=plan.bk, STAGES=plan.stages, **common)
-        else:
-            _gemv[grid](*args, BN=plan.bn, BK=plan.bk, **common)
+            raise ValueError(f"the gemv plan takes one row of x, got M={m}")
+        _gemv[grid](x2, q32, scales, offsets, y, part, locks, n, kp, group, q32.stride(0), scales.stride(0),
+                    F32_MAGIC, k_tiles // split, BN=plan.bn, BK=plan.bk, **common)
     elif plan.variant == "mma":
         magic, bias, code = MAGIC16.get(x2.dtype, MAGIC16[torch.bfloat16])
         bh = 16 if INTERPRET else 64  # rows per MMA block (64: one warpgroup's wgmma)
