@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+ALLOC_CONF_ENV = "PYTORCH_CUDA_ALLOC_CONF"
 PACKAGES = ("sparsebench", "torch", "transformers", "accelerate", "gguf", "safetensors",
             "pydantic", "mlflow", "triton", "numpy")
 
@@ -51,4 +52,6 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "argv": sys.argv,
+        # the CUDA caching allocator's settings change where tensors live, and decode timings with them
+        "cuda_alloc_conf": os.environ.get(ALLOC_CONF_ENV),
     }

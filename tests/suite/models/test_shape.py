@@ -29,9 +29,11 @@ def test_unknown_shape():
         resolve_model("shape:llama-3.1-8")
 
 
-def test_gpu_bench_on_a_cpu_machine_writes_skipped_records(tmp_path):
+def test_gpu_bench_on_a_cpu_machine_writes_skipped_records(tmp_path, monkeypatch):
     from sparsebench import benchgpu
     from sparsebench.store import ResultsStore
+
+    _no_alloc_conf(monkeypatch)
 
     assert benchgpu.main(["--profile", "h100", "--models", "shape:llama-3.2-1b",
                           "--results", str(tmp_path)]) == 0
@@ -58,10 +60,17 @@ def test_auto_decode_path_follows_the_gpu(monkeypatch):
     assert benchgpu.auto_decode_path() == "graph"
 
 
-def test_isolated_gpu_bench_runs_dense_then_each_method_in_a_child(tmp_path, capsys):
+def _no_alloc_conf(monkeypatch):
+    """The allocator variable absent now, and absent again after the test (main() sets it)."""
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "placeholder")
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+
+
+def test_isolated_gpu_bench_runs_dense_then_each_method_in_a_child(tmp_path, capsys, monkeypatch):
     from sparsebench import benchgpu
     from sparsebench.store import ResultsStore
 
+    _no_alloc_conf(monkeypatch)
     assert benchgpu.main(["--isolate", "--profile", "h100", "--models", "shape:llama-3.2-1b",
                           "--methods", "rtn", "--results", str(tmp_path)]) == 0
     records = ResultsStore(tmp_path).all()
@@ -69,6 +78,8 @@ def test_isolated_gpu_bench_runs_dense_then_each_method_in_a_child(tmp_path, cap
     # no baseline to reuse, so the rtn child records its own skipped one as well
     assert {r.spec["method"]["name"] for r in records} == {"dense", "rtn"}
     assert all(r.status == "skipped" for r in records)
+    # the children ran with the allocator setting the parent chose, and their records say so
+    assert {r.env["cuda_alloc_conf"] for r in records} == {"expandable_segments:True"}
     assert "## shape:llama-3.2-1b" in capsys.readouterr().out  # the parent's summary of both
 
 
@@ -78,13 +89,30 @@ def test_child_options_reproduce_the_parent_run():
     p = benchgpu.parser()
     parent = p.parse_args(["--profile", "h100", "--prefill-lengths", "16", "64", "--decode-context", "128",
                            "--decode-tokens", "8", "--repetitions", "3", "--decode-path", "graph",
-                           "--kernel", "ref", "--no-fuse-projections", "--results", "out"])
+                           "--kernel", "ref", "--no-fuse-projections", "--no-expandable-segments",
+                           "--results", "out"])
     child = p.parse_args(benchgpu.child_argv(parent, "shape:llama-3.2-1b", "wanda", "ids.jsonl"))
     for key, value in vars(parent).items():
         if key not in ("models", "methods", "isolate", "record_ids"):
             assert getattr(child, key) == value, key
     assert (child.models, child.methods, child.isolate, child.record_ids) == (
         ["shape:llama-3.2-1b"], ["wanda"], False, "ids.jsonl")
+
+
+def test_expandable_segments_by_default_unless_the_user_set_the_allocator(monkeypatch):
+    import os
+
+    from sparsebench import benchgpu
+
+    p = benchgpu.parser()
+    _no_alloc_conf(monkeypatch)
+    benchgpu.allocator_setting(p.parse_args(["--no-expandable-segments"]))
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in os.environ
+    benchgpu.allocator_setting(p.parse_args([]))
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    benchgpu.allocator_setting(p.parse_args([]))
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"
 
 
 @pytest.mark.parametrize("option,value,message", [
