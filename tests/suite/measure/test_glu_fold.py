@@ -42,9 +42,10 @@ def _mlp_types(model):
     return [type(layer.mlp).__name__ for layer in model.model.layers]
 
 
-def _folded_step(monkeypatch, **path):
+def _folded_step(monkeypatch, mlp="GluLlamaMLP", **path):
     """The decode step of the fused tiny Llama on the +gemv path (``path``: gemv_decode's
-    options), against the plain model's: (plugin calls of the step, label, got, want)."""
+    options; ``mlp``: the MLP class expected while it runs), against the plain model's:
+    (plugin calls of the step, the path's labels, got, want)."""
     gemv = _CountingGlu(linear_kernels().get("dense_gemv"))
     monkeypatch.setattr(linear_kernels(), "get", lambda name: gemv)
     model = _tiny()
@@ -52,18 +53,18 @@ def _folded_step(monkeypatch, **path):
         want = _decode_step(model)
         fuse_projections_(model)
         with gemv_decode(model, "cpu", check_ids=CHECK, **path) as labels:
-            assert _mlp_types(model) == ["GluLlamaMLP"] * 2
+            assert _mlp_types(model) == [mlp] * 2
             gemv.calls.clear()  # the check forwards are done
             got = _decode_step(model)  # the 4-token prefill runs the MLP as before
         assert _mlp_types(model) == ["LlamaMLP"] * 2
         unfuse_projections_(model)
-    return gemv.calls, labels["decode_mlp"], got, want
+    return gemv.calls, labels, got, want
 
 
 @needs_triton
 def test_the_activation_runs_inside_the_gate_up_gemv_and_is_undone(monkeypatch):
-    calls, label, got, want = _folded_step(monkeypatch, fold_glu=True)
-    assert label == "SiLU(gate) x up -> gate_up GEMV x2"
+    calls, labels, got, want = _folded_step(monkeypatch, fold_glu=True)
+    assert labels["decode_mlp"] == "SiLU(gate) x up -> gate_up GEMV x2"
     # the decode step only: per layer the normed q/k/v, o, the norm-folded SwiGLU, down; then the LM head
     assert calls == [("normed", (64, 32)), ("linear", (32, 32)), ("swiglu+norm", (96, 32)),
                      ("linear", (32, 48))] * 2 + [("linear", (32, 32))]
@@ -72,24 +73,17 @@ def test_the_activation_runs_inside_the_gate_up_gemv_and_is_undone(monkeypatch):
 
 @needs_triton
 def test_without_the_norm_fold_the_plain_fused_lead_is_folded(monkeypatch):
-    calls, label, got, want = _folded_step(monkeypatch, fold_norms=False, fold_glu=True)
-    assert label == "SiLU(gate) x up -> gate_up GEMV x2" and ("swiglu", (96, 32)) in calls
+    calls, labels, got, want = _folded_step(monkeypatch, fold_norms=False, fold_glu=True)
+    assert labels["decode_mlp"] == "SiLU(gate) x up -> gate_up GEMV x2" and ("swiglu", (96, 32)) in calls
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 @needs_triton
 def test_the_suite_paths_leave_the_activation_a_kernel_of_its_own(monkeypatch):
     # opt-in only: on an H200 the SwiGLU GEMVs cost more than the activation kernels they remove
-    gemv = _CountingGlu(linear_kernels().get("dense_gemv"))
-    monkeypatch.setattr(linear_kernels(), "get", lambda name: gemv)
-    model = _tiny()
-    with torch.no_grad():
-        fuse_projections_(model)
-        with gemv_decode(model, "cpu", check_ids=CHECK) as labels:
-            assert _mlp_types(model) == ["LlamaMLP"] * 2 and "decode_mlp" not in labels
-            _decode_step(model)
-        unfuse_projections_(model)
-    assert not [c for c in gemv.calls if c[0].startswith("swiglu")]
+    calls, labels, got, want = _folded_step(monkeypatch, mlp="LlamaMLP")
+    assert "decode_mlp" not in labels and not [c for c in calls if c[0].startswith("swiglu")]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_is_silu_checks_what_the_activation_computes():
