@@ -36,6 +36,7 @@ from .errors import SparsebenchError
 from .report import comparison_table
 from .runner import Runner
 
+EXPANDABLE = "expandable_segments:True"  # the allocator setting the runs take (module docstring)
 MODELS = ("shape:llama-3.2-1b", "shape:llama-3.1-8b", "shape:qwen2.5-7b")
 METHODS = (("dense", {}), ("magnitude", {"pattern": "2:4"}), ("wanda", {"sparsity": 0.5}),
            ("rtn", {"bits": 4, "group_size": 128}),
@@ -98,9 +99,6 @@ def _check_names(args: argparse.Namespace) -> None:
         resolve_model(model)
     for method in args.methods:
         methods().get(method)
-
-
-EXPANDABLE = "expandable_segments:True"
 
 
 def allocator_setting(args: argparse.Namespace) -> None:

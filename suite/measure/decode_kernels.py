@@ -143,8 +143,8 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
     front of fused groups run inside those GEMVs (``norm_fold``; ``check_ids`` ``[1, T]``
     tokens for its check forward). ``share_lengths``: one write position for all cache
     layers (``cache_length``; label ``decode_cache``). ``fold_glu``: SiLU(gate) x up inside
-    the fused gate/up GEMVs (``glu_fold``; label ``decode_mlp``; off by default: slower on an H200). Raises ``UsageError`` when
-    no GEMV plugin loads."""
+    the fused gate/up GEMVs (``glu_fold``; label ``decode_mlp``; off by default: slower on an
+    H200). Raises ``UsageError`` when no GEMV plugin loads."""
     import os
     from contextlib import ExitStack
 
