@@ -57,9 +57,9 @@ def _probe() -> None:
     import decode_probe
     import torch
 
-    from sparsebench.measure.ceilings import decode_bytes_per_token, measure_ceilings
+    from sparsebench.measure.ceilings import decode_bytes_per_token, run_ceilings
 
-    bandwidth = measure_ceilings()["copy_bandwidth_gbs"] * 1e9
+    bandwidth = run_ceilings()["copy_bandwidth_gbs"] * 1e9
     model, ids = decode_probe.load_model()
     args = argparse.Namespace(context=512, tokens=32, warmup=3, reps=10)
     row = decode_probe.run_variant(decode_probe.parse_variant(VARIANT), model, ids, args,

@@ -40,12 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     import decode_probe
     import torch
 
-    from sparsebench.measure.ceilings import decode_bytes_per_token, measure_ceilings
+    from sparsebench.measure.ceilings import decode_bytes_per_token, run_ceilings
 
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
         return 2
-    bandwidth = measure_ceilings()["copy_bandwidth_gbs"] * 1e9
+    bandwidth = run_ceilings()["copy_bandwidth_gbs"] * 1e9
     model, ids = decode_probe.load_model()
     nbytes = decode_bytes_per_token(model, 1, 512)
     run_args = argparse.Namespace(context=512, tokens=32, warmup=3, reps=10)

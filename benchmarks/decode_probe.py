@@ -281,13 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
-    from sparsebench.measure.ceilings import decode_bytes_per_token, measure_ceilings
+    from sparsebench.measure.ceilings import decode_bytes_per_token, run_ceilings
 
     start = time.time()
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
         return 2
-    ceil = measure_ceilings()
+    ceil = run_ceilings()
     bandwidth = ceil["copy_bandwidth_gbs"] * 1e9
     model, ids = load_model(args.model)
     nbytes = decode_bytes_per_token(model, 1, args.context)

@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.float32 if cpu else torch.bfloat16
     ceilings = None
     if not cpu:
-        from sparsebench.measure.ceilings import measure_ceilings
+        from sparsebench.measure.ceilings import run_ceilings
 
-        ceilings = measure_ceilings()
+        ceilings = run_ceilings()
     rec = new_kernel_record("kv_decode", "attention@full", {"tolerance_rel": TOL, "errors": {}},
                             profile=args.profile, ceilings=ceilings)
     rec.notes.append(f"shape {args.model if not cpu else CPU_SHAPE}; held tokens = ceil(budget x context)")

@@ -437,10 +437,10 @@ class Runner:
 
     def _ceilings(self) -> dict[str, float]:
         if self._ceiling_values is None:
-            from .measure.ceilings import measure_ceilings
+            from .measure.ceilings import run_ceilings
 
             self.log("measuring copy bandwidth and bf16 GEMM rate of this GPU")
-            self._ceiling_values = measure_ceilings()
+            self._ceiling_values = run_ceilings()
         return self._ceiling_values
 
     def _timing(self, rec: RunRecord, name: str, samples: list[float]) -> None:

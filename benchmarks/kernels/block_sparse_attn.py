@@ -304,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
                    "rows": {}}
     ceilings = None
     if not cpu and not args.no_ceilings:
-        from sparsebench.measure.ceilings import measure_ceilings
+        from sparsebench.measure.ceilings import run_ceilings
 
-        ceilings = measure_ceilings()
+        ceilings = run_ceilings()
     rec = new_kernel_record("block_sparse_attn", baseline, correctness, profile=args.profile or ("cpu" if cpu else None),
                             ceilings=ceilings)
     if cpu:

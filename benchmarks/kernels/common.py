@@ -91,7 +91,7 @@ def start(op: str, correctness: Callable[[], dict[str, Any]], args: argparse.Nam
 
     import torch
 
-    from sparsebench.measure.ceilings import measure_ceilings
+    from sparsebench.measure.ceilings import run_ceilings
     from sparsebench.store.kernel_records import new_kernel_record
 
     if not torch.cuda.is_available():
@@ -104,7 +104,7 @@ def start(op: str, correctness: Callable[[], dict[str, Any]], args: argparse.Nam
         print("correctness check against ref FAILED: nothing recorded", file=sys.stderr)
         return None
     print(f"correctness vs ref passed ({len(checked['checks'])} checks) on {torch.cuda.get_device_name()}")
-    return new_kernel_record(op, "dense_cublas", checked, profile=profile, ceilings=measure_ceilings())
+    return new_kernel_record(op, "dense_cublas", checked, profile=profile, ceilings=run_ceilings())
 
 
 def finish(rec: Any, keys: tuple[str, ...], impls: Sequence[str], results: str, log: list[str]) -> int:

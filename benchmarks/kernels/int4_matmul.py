@@ -166,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     print("correctness:", correctness, flush=True)
     ceilings = None
     if device == "cuda":
-        from sparsebench.measure.ceilings import measure_ceilings
+        from sparsebench.measure.ceilings import run_ceilings
 
-        ceilings = measure_ceilings()
+        ceilings = run_ceilings()
     rec = new_kernel_record("int4_matmul", "bf16_cublas", correctness, profile=None if device == "cuda" else "cpu",
                             ceilings=ceilings)
     rec.notes.append(f"group size {GROUP}; weights random codes; bf16 activations; M = tokens")

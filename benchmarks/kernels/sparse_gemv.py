@@ -212,9 +212,9 @@ def make_record(correctness: dict[str, Any], defaults: dict[str, GemvConfig], fe
 
     measured = None
     if not cpu and ceilings:
-        from sparsebench.measure.ceilings import measure_ceilings
+        from sparsebench.measure.ceilings import run_ceilings
 
-        measured = measure_ceilings()
+        measured = run_ceilings()
     rec = new_kernel_record("sparse_gemv", "cublas", correctness, profile=profile or ("cpu" if cpu else None),
                             ceilings=measured)
     if cpu:

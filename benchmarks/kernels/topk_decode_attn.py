@@ -324,9 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                    "baselines": {k: ("enable_gqa" if g else "expanded kv") for k, g in baselines.items()}}
     ceilings = None
     if not cpu and not args.no_ceilings:
-        from sparsebench.measure.ceilings import measure_ceilings
+        from sparsebench.measure.ceilings import run_ceilings
 
-        ceilings = measure_ceilings()
+        ceilings = run_ceilings()
     rec = new_kernel_record("topk_decode_attn", baseline or "paged_dense", correctness,
                             profile=args.profile or ("cpu" if cpu else None), ceilings=ceilings)
     if cpu:

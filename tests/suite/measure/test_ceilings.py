@@ -28,3 +28,39 @@ def test_tied_embedding_is_read_in_full_once():
     expected = params * 4 + 2 * 2 * 1 * 4 * 5 * 1 * 4
     assert decode_bytes_per_token(model, batch=1, context=5) == expected
     assert torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
+
+
+def test_copy_ceiling_is_the_best_round_and_keeps_every_round():
+    from sparsebench.measure.ceilings import measure_ceilings
+
+    out = measure_ceilings(device="cpu", copy_bytes=1 << 20, reps=3, rounds=3, warmup_s=0.0)
+    rounds = [out[f"copy_bandwidth_round{i}_gbs"] for i in range(3)]
+    assert "copy_bandwidth_round3_gbs" not in out
+    assert all(r > 0 for r in rounds)
+    assert out["copy_bandwidth_gbs"] == max(rounds)
+    assert out["copy_bandwidth_spread"] == (max(rounds) - min(rounds)) / max(rounds)
+    assert out["bf16_gemm_tflops"] > 0
+
+
+def test_yardstick_under_a_nondefault_allocator_is_the_higher_of_both_copies(monkeypatch):
+    from sparsebench.measure import ceilings
+
+    monkeypatch.setattr(ceilings, "measure_ceilings", lambda device: {"copy_bandwidth_gbs": 4000.0})
+    monkeypatch.setattr(ceilings, "default_allocator_copy_gbs", lambda: 4240.0)
+    monkeypatch.setenv(ceilings.ALLOC_ENV, "expandable_segments:True")
+    out = ceilings.run_ceilings("cuda")
+    assert out == {"copy_bandwidth_gbs": 4240.0, "copy_bandwidth_this_process_gbs": 4000.0,
+                   "copy_bandwidth_default_allocator_gbs": 4240.0}
+    monkeypatch.delenv(ceilings.ALLOC_ENV)
+    assert ceilings.run_ceilings("cuda") == {"copy_bandwidth_gbs": 4000.0}
+
+
+def test_default_allocator_child_without_a_gpu_gives_none_not_a_crash():
+    import torch
+
+    from sparsebench.measure.ceilings import default_allocator_copy_gbs
+
+    if torch.cuda.is_available():
+        assert default_allocator_copy_gbs() > 0
+    else:
+        assert default_allocator_copy_gbs(timeout_s=60) is None
