@@ -21,6 +21,8 @@ Each variant is ``graph`` (eager forward captured in a CUDA graph) or ``compile`
                 shared write position: sparsebench.measure.cache_length)
     glu         (with gemv) SiLU(gate) x up computed by the fused gate/up GEMV
                 (sparsebench.measure.glu_fold; off on the suite's paths: slower on an H200)
+    norope      (with gemv) RoPE and the k/v cache write stay three kernels a layer (not one
+                rope_cache launch: sparsebench.measure.rope_fold)
     nofold      (with gemv) the RMSNorms stay kernels of their own (not folded into the fused
                 q/k/v and gate/up GEMVs: sparsebench.measure.norm_fold)
     pdl         (with gemv) the plugins' kernels launched by programmatic dependent launch
@@ -49,7 +51,7 @@ from dataclasses import asdict, dataclass
 
 REQUIRED = ("graph", "graph+fuse", "compile", "compile+fuse")
 EXTRAS = ("graph+fuse+lt", "compile+fuse+cdt", "compile+fuse+attn=eager", "compile+fuse+lt")
-MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv", "pdl", "nofold", "perlen", "glu")
+MODIFIERS = ("fuse", "cdt", "autotune", "lt", "prof", "gemv", "pdl", "nofold", "perlen", "glu", "norope")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Variant:
     nofold: bool = False
     perlen: bool = False
     glu: bool = False
+    norope: bool = False
     attn: str | None = None
     opts: tuple[tuple[str, object], ...] = ()
 
@@ -105,8 +108,8 @@ def parse_variant(text: str) -> Variant:
     v = Variant(name=text, compile=base == "compile", opts=tuple(opts), **flags)  # type: ignore[arg-type]
     if (v.cdt or v.autotune or v.opts) and not v.compile:
         raise ValueError(f"variant '{text}': cdt/autotune/opt: are inductor options, they need 'compile'")
-    if (v.pdl or v.nofold or v.perlen or v.glu) and not v.gemv:
-        raise ValueError(f"variant '{text}': pdl, nofold, perlen and glu change the gemv path, they need 'gemv'")
+    if (v.pdl or v.nofold or v.perlen or v.glu or v.norope) and not v.gemv:
+        raise ValueError(f"variant '{text}': pdl, nofold, perlen, glu and norope change the gemv path, they need 'gemv'")
     return v
 
 
@@ -192,7 +195,7 @@ def run_variant(v: Variant, model, ids, args, nbytes: float, bandwidth: float) -
     fused = None
     check = ids[:16].view(1, -1).cuda()
     routed = (gemv_decode(model, "cuda", pdl=v.pdl, fold_norms=not v.nofold, check_ids=check,
-                          share_lengths=not v.perlen, fold_glu=v.glu) if v.gemv else contextlib.nullcontext({}))
+                          share_lengths=not v.perlen, fold_glu=v.glu, fold_rope=not v.norope) if v.gemv else contextlib.nullcontext({}))
     stack = contextlib.ExitStack()
     try:
         if v.fuse:  # before the gemv path: its norm folding works on fused groups

@@ -22,6 +22,9 @@ of the rest in attention. Three changes, all undone when the step has been timed
   (``norm_fold``);
 * all layers of the static cache write at one shared position, advanced once a step
   (``cache_length``), instead of each keeping and advancing its own counter;
+* each layer's RoPE of q and k and its k/v cache write run as one kernel (``rope_fold``,
+  found under the ``sparsebench.attention_kernels`` entry point ``rope_cache``) on Llama
+  attention over the shared-position cache: one launch a layer instead of three;
 * (opt-in, ``fold_glu``) SiLU(gate) x up computed by the fused gate/up GEMV (``glu_fold``):
   on an H200 it made the step slower (4.47 against 4.20 ms: the SwiGLU GEMVs lost more than
   the 32 activation kernels cost), so the suite's paths leave it off.
@@ -134,7 +137,7 @@ def pdl_launches() -> Iterator[None]:
 @contextmanager
 def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = True,
                 check_ids: Any = None, share_lengths: bool = True,
-                fold_glu: bool = False) -> Iterator[dict[str, str]]:
+                fold_glu: bool = False, fold_rope: bool = True) -> Iterator[dict[str, str]]:
     """Route one-row linear products to the GEMV plugin and SDPA attention to the decode
     attention plugin (else eager) while the block runs; yields the labels for the record's
     ``kernels`` (``decode_linear``, ``decode_attention``, ``decode_norms``, and
@@ -144,7 +147,9 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
     tokens for its check forward). ``share_lengths``: one write position for all cache
     layers (``cache_length``; label ``decode_cache``). ``fold_glu``: SiLU(gate) x up inside
     the fused gate/up GEMVs (``glu_fold``; label ``decode_mlp``; off by default: slower on an
-    H200). Raises ``UsageError`` when no GEMV plugin loads."""
+    H200). ``fold_rope``: RoPE and the cache write in one kernel a layer (``rope_fold``; label
+    ``decode_rope``; needs ``share_lengths`` and the ``rope_cache`` plugin). Raises
+    ``UsageError`` when no GEMV plugin loads."""
     import os
     from contextlib import ExitStack
 
@@ -154,6 +159,8 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
     from .cache_length import shared_lengths
     from .glu_fold import folded_glu
     from .norm_fold import folded_norms
+    from .rope_fold import KERNEL as ROPE_KERNEL
+    from .rope_fold import folded_rope
 
     kernel = linear_kernels().get(KERNEL)
     original = F.linear
@@ -192,6 +199,14 @@ def gemv_decode(model: Any, device: str, pdl: bool = False, fold_norms: bool = T
                 labels["decode_mlp"] = stack.enter_context(folded_glu(model, kernel, device, check_ids))
             if share_lengths:
                 labels["decode_cache"] = stack.enter_context(shared_lengths())
+            if fold_rope:  # inside shared_lengths: the fold writes at the shared position
+                if not share_lengths:
+                    labels["decode_rope"] = "not folded: needs the shared cache write position"
+                elif ROPE_KERNEL not in attention_kernels():
+                    labels["decode_rope"] = f"not folded: no {ROPE_KERNEL} attention kernel plugin loads"
+                else:
+                    labels["decode_rope"] = stack.enter_context(
+                        folded_rope(model, attention_kernels().get(ROPE_KERNEL), check_ids))
             yield labels
     finally:
         F.linear = original

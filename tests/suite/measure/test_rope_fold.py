@@ -1,0 +1,150 @@
+"""The ``+gemv`` path's RoPE + cache-write fold: greedy steps over a shared static cache give
+the logits and caches of the model's own forward, the fold leaves prefill alone, its decode
+check undoes it when the kernel is wrong, it needs the shared write position, and the compiled
+step (fullgraph) holds one rope_cache call per layer and no RoPE or index_copy of its own."""
+
+import pytest
+import torch
+
+from sparsebench.measure.cache_length import share, shared_lengths
+from sparsebench.measure.rope_fold import CHECK_TOL, folded_rope
+from sparsebench.registry import attention_kernels
+
+PREFILL = [[1, 5, 7, 2]]
+STEPS = 3
+LAYERS = 3
+
+
+def _tiny(dtype=torch.float32):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=48, num_hidden_layers=LAYERS,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).to(dtype).eval()
+
+
+def _decode(model, forward=None):
+    """Prefill, share the cache's write position, then greedy steps: (logits per step, cache)."""
+    from transformers import StaticCache
+
+    ids = torch.tensor(PREFILL)
+    cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + STEPS)
+    out = []
+    with torch.inference_mode():
+        logits = model(input_ids=ids, past_key_values=cache, use_cache=True,
+                       cache_position=torch.arange(ids.shape[1])).logits
+        assert share(cache)
+        nxt = logits[:, -1:].argmax(-1)
+        for t in range(STEPS):
+            logits = (forward or model.forward)(input_ids=nxt, past_key_values=cache, use_cache=True,
+                                                cache_position=torch.tensor([ids.shape[1] + t])).logits
+            out.append(logits.clone())
+            nxt = logits[:, -1:].argmax(-1)
+    return out, cache
+
+
+def _kernel():
+    return attention_kernels().get("rope_cache")
+
+
+CHECK = torch.tensor([[3, 1, 4, 1, 5, 9]])
+
+
+def test_folded_steps_match_the_models_own_forward():
+    model = _tiny()
+    with shared_lengths():
+        want, plain = _decode(model)
+        with folded_rope(model, _kernel(), CHECK) as label:
+            assert label == f"RoPE of q, k and the k/v cache write -> rope_cache x{LAYERS}"
+            assert type(model.model.layers[0].self_attn).__name__ == "RopeFoldedLlamaAttention"
+            got, cache = _decode(model)
+    assert type(model.model.layers[0].self_attn).__name__ == "LlamaAttention"
+    assert not hasattr(model.model.layers[0].self_attn, "_rope_kernel")
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    assert int(cache.layers[0].cumulative_length) == len(PREFILL[0]) + STEPS
+    for a, b in zip(cache.layers, plain.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a.values, b.values, rtol=0, atol=0)
+
+
+def test_prefill_and_unshared_caches_run_the_modules_own_forward():
+    from transformers import StaticCache
+
+    model = _tiny()
+    ids = torch.tensor(PREFILL)
+    with torch.inference_mode():
+        want = model(input_ids=ids).logits
+        c1 = StaticCache(config=model.config, max_cache_len=8)
+        model(input_ids=ids, past_key_values=c1, use_cache=True)
+        want_step = model(input_ids=ids[:, :1], past_key_values=c1, use_cache=True).logits
+    with shared_lengths(), folded_rope(model, _kernel(), None), torch.inference_mode():
+        torch.testing.assert_close(model(input_ids=ids).logits, want, rtol=0, atol=0)
+        c2 = StaticCache(config=model.config, max_cache_len=8)  # never shared
+        model(input_ids=ids, past_key_values=c2, use_cache=True)
+        torch.testing.assert_close(model(input_ids=ids[:, :1], past_key_values=c2, use_cache=True).logits,
+                                   want_step, rtol=0, atol=0)
+
+
+class _WrongRope:
+    """Writes the cache but rotates nothing (cos 1, sin 0): the decode check must catch it."""
+
+    def __call__(self, q, k, v, cos, sin, k_cache, v_cache, position):
+        return _kernel()(q, k, v, torch.ones_like(cos), torch.zeros_like(sin), k_cache, v_cache, position)
+
+
+def test_decode_check_undoes_a_wrong_kernel():
+    model = _tiny()
+    with shared_lengths(), folded_rope(model, _WrongRope(), CHECK) as label:
+        assert label.startswith("not folded: the decode-step check moved the logits or cache by")
+        assert float(label.split(" by ")[1].split(" ")[0]) > CHECK_TOL
+        assert type(model.model.layers[0].self_attn).__name__ == "LlamaAttention"
+
+
+def test_no_llama_attention_is_said():
+    with folded_rope(torch.nn.Linear(2, 2), _kernel(), None) as label:
+        assert label == "not folded: no Llama attention module"
+
+
+def test_gemv_decode_needs_the_shared_position(monkeypatch):
+    from sparsebench.measure.decode_kernels import gemv_decode
+
+    model = _tiny()
+    with gemv_decode(model, "cpu", share_lengths=False) as labels:
+        assert labels["decode_rope"] == "not folded: needs the shared cache write position"
+    with gemv_decode(model, "cpu", check_ids=CHECK) as labels:
+        assert labels["decode_rope"].endswith(f"rope_cache x{LAYERS}")
+
+
+def test_compiled_step_has_one_rope_cache_call_per_layer_and_no_rope_of_its_own():
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    model = _tiny()
+    torch._dynamo.reset()
+    try:
+        with shared_lengths():
+            want, _ = _decode(model)
+            with folded_rope(model, _kernel(), None):
+                step = torch.compile(model.forward, backend=backend, fullgraph=True, dynamic=False)
+                got, _ = _decode(model, forward=step)
+    finally:
+        torch._dynamo.reset()
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    nodes = [n for n in graphs[0].graph.nodes if n.op in ("call_function", "call_method")]
+    names = [str(n.target) for n in nodes]
+    assert sum("rope_cache_write" in t for t in names) == LAYERS
+    assert not any("index_copy" in t for t in names)
+    assert sum(t.endswith("cat") for t in names) == 0  # rotate_half's cat: no RoPE left in the graph
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
+def test_bf16_folded_step_within_the_check_tolerance(dtype):
+    model = _tiny(dtype)
+    with shared_lengths(), folded_rope(model, _kernel(), CHECK) as label:
+        assert label.endswith(f"x{LAYERS}")
