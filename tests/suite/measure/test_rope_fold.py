@@ -158,3 +158,22 @@ def test_bf16_folded_step_within_the_check_tolerance(dtype):
     model = _tiny(dtype)
     with shared_lengths(), folded_rope(model, _kernel(), CHECK) as label:
         assert label.endswith(f"x{LAYERS}")
+
+
+def test_on_the_gemv_path_the_attention_reads_the_shared_position():
+    """Through gemv_decode (decode attention plugin, which reads each sequence's length from the
+    position it is given): greedy steps with the fold equal those without it, so the position
+    handed over (the shared write position, read before the last layer advances it) is right."""
+    from sparsebench.measure.decode_kernels import gemv_decode
+
+    model = _tiny()
+    with gemv_decode(model, "cpu", fold_rope=False) as labels:
+        assert labels["decode_attention"].startswith("static_decode")
+        want, plain = _decode(model)
+    with gemv_decode(model, "cpu", check_ids=CHECK) as labels:
+        assert labels["decode_rope"].endswith(f"rope_cache x{LAYERS}")
+        got, cache = _decode(model)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    for a, b in zip(cache.layers, plain.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys, rtol=1e-5, atol=1e-5)
