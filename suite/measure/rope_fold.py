@@ -4,8 +4,8 @@
 In the compiled 8B-shaped step on an H200, each layer's rotary embedding and cache write
 were three kernels (RoPE of q; RoPE of k fused with its ``index_copy_``; the ``index_copy_``
 of v): 96 of the step's ~390 launches, each a link in the chain of dependent kernels. While
-``folded_rope`` is active, the attention modules of Llama (whose forward is the plain
-project / rotate / cache / attend / project sequence) take a one-token step over a static
+``folded_rope`` is active, the attention modules of Llama and Qwen2 without a sliding window
+(whose forward is the plain project / rotate / cache / attend / project sequence) take a one-token step over a static
 cache whose layers share one write position (``cache_length``) through the plugin found
 under the ``sparsebench.attention_kernels`` entry point ``rope_cache``: one launch rotates
 q and k and writes k and v at that position. Any other call (prefill, a cache that is not
@@ -29,7 +29,7 @@ from torch import nn
 
 KERNEL = "rope_cache"
 #: attention classes whose forward the fold reproduces (by class name: the suite imports no model code)
-CLASSES = ("LlamaAttention",)
+CLASSES = ("LlamaAttention", "Qwen2Attention")
 CHECK_TOL = 1e-2  # per layer, relative L2: bf16 RoPE rounded once (kernel) or three times (eager)
 _FOLDED: dict[type, type] = {}
 
@@ -99,7 +99,8 @@ def _folded_class(cls: type) -> type:
 
 
 def _sites(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if type(m).__name__ in CLASSES
+    """Attention modules the fold reproduces; a sliding window (Qwen2's option) is not."""
+    return [m for m in model.modules() if type(m).__name__ in CLASSES and getattr(m, "sliding_window", None) is None
             and all(hasattr(m, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "layer_idx", "scaling"))]
 
 
@@ -149,7 +150,7 @@ def _check_layer(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.T
 
 @contextmanager
 def folded_rope(model: nn.Module, kernel: Any, check_ids: torch.Tensor | None) -> Iterator[str]:
-    """While the block runs, Llama attention modules rotate and write the cache through
+    """While the block runs, Llama and Qwen2 attention modules rotate and write the cache through
     ``kernel`` on one-token steps over a shared static cache. Yields the record's label, or
     why nothing was folded. ``check_ids``: ``[1, T]`` tokens for the decode-step check (None:
     no check, tests only)."""
@@ -157,7 +158,7 @@ def folded_rope(model: nn.Module, kernel: Any, check_ids: torch.Tensor | None) -
 
     sites = _sites(model)
     if not sites:
-        yield "not folded: no Llama attention module"
+        yield "not folded: no Llama or Qwen2 (no sliding window) attention module"
         return
     done: list[nn.Module] = []
 

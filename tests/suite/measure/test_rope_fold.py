@@ -15,13 +15,14 @@ STEPS = 3
 LAYERS = 3
 
 
-def _tiny(dtype=torch.float32):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _tiny(dtype=torch.float32, family="llama"):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=48, num_hidden_layers=LAYERS,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(cfg).to(dtype).eval()
+    config, model = (LlamaConfig, LlamaForCausalLM) if family == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    cfg = config(vocab_size=32, hidden_size=32, intermediate_size=48, num_hidden_layers=LAYERS,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return model(cfg).to(dtype).eval()
 
 
 def _decode(model, forward=None):
@@ -51,15 +52,16 @@ def _kernel():
 CHECK = torch.tensor([[3, 1, 4, 1, 5, 9]])
 
 
-def test_folded_steps_match_the_models_own_forward():
-    model = _tiny()
+@pytest.mark.parametrize("family,cls", [("llama", "LlamaAttention"), ("qwen2", "Qwen2Attention")])
+def test_folded_steps_match_the_models_own_forward(family, cls):
+    model = _tiny(family=family)
     with shared_lengths():
         want, plain = _decode(model)
         with folded_rope(model, _kernel(), CHECK) as label:
             assert label == f"RoPE of q, k and the k/v cache write -> rope_cache x{LAYERS}"
-            assert type(model.model.layers[0].self_attn).__name__ == "RopeFoldedLlamaAttention"
+            assert type(model.model.layers[0].self_attn).__name__ == f"RopeFolded{cls}"
             got, cache = _decode(model)
-    assert type(model.model.layers[0].self_attn).__name__ == "LlamaAttention"
+    assert type(model.model.layers[0].self_attn).__name__ == cls
     assert not hasattr(model.model.layers[0].self_attn, "_rope_kernel")
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
@@ -112,9 +114,14 @@ def test_in_situ_check_undoes_a_wrong_kernel(wrong):
         assert type(model.model.layers[0].self_attn).__name__ == "LlamaAttention"
 
 
-def test_no_llama_attention_is_said():
+def test_no_foldable_attention_is_said():
     with folded_rope(torch.nn.Linear(2, 2), _kernel(), None) as label:
-        assert label == "not folded: no Llama attention module"
+        assert label == "not folded: no Llama or Qwen2 (no sliding window) attention module"
+    model = _tiny(family="qwen2")
+    for layer in model.model.layers:
+        layer.self_attn.sliding_window = 4
+    with folded_rope(model, _kernel(), None) as label:
+        assert label.startswith("not folded")
 
 
 def test_gemv_decode_needs_the_shared_position(monkeypatch):
