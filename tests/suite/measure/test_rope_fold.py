@@ -167,10 +167,9 @@ def test_bf16_folded_step_within_the_check_tolerance(dtype):
         assert label.endswith(f"x{LAYERS}")
 
 
-def test_on_the_gemv_path_the_attention_reads_the_shared_position():
-    """Through gemv_decode (decode attention plugin, which reads each sequence's length from the
-    position it is given): greedy steps with the fold equal those without it, so the position
-    handed over (the shared write position, read before the last layer advances it) is right."""
+def test_on_the_gemv_path_folded_steps_match_unfolded_ones():
+    """Through gemv_decode (the decode attention plugin, which reads each sequence's length from
+    the position it is given): greedy steps with the fold equal those without it."""
     from sparsebench.measure.decode_kernels import gemv_decode
 
     model = _tiny()
