@@ -30,6 +30,7 @@ A ``GemvConfig`` names a kernel variant and its tiles:
   starts and ends on a multiple of 8 (it does: splits are whole ``BLOCK_K`` blocks), so the
   packing step loads x in 16-byte vectors and its prefix sum runs 8 inputs per thread
   in registers; without it x arrives in 2-byte loads and the scan shuffles each of them.
+  With several steps, each step's x is loaded before the scan of the one before it.
 * ``rz``: (fused reduction) the last split resets its arrival counter with a relaxed
   atomic: the default (acq_rel) puts a GPU-scope fence (``MEMBAR.ALL.GPU``) after the y
   stores, which holds the grid's end until they are acknowledged; the next call reads

@@ -242,30 +242,52 @@ def _gemv_mask_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_ptr, 
 
 
 @triton.jit
+def _chunk_loads(x_ptr, t_ptr, c0, k_hi, offs_r, r_ok, stride_xm, PER_CHANNEL: tl.constexpr,
+                 ROWS: tl.constexpr, CHUNK: tl.constexpr):
+    """x (its own dtype, [CHUNK] or [ROWS, CHUNK]) and the per-input thresholds (zeros for a
+    scalar one) of the inputs [c0, c0 + CHUNK) below k_hi."""
+    offs = c0 + tl.arange(0, CHUNK)
+    ok = offs < k_hi
+    if PER_CHANNEL:
+        t = tl.load(t_ptr + offs, mask=ok, other=0.0)
+    else:
+        t = tl.zeros((CHUNK,), dtype=tl.float32)
+    if ROWS == 1:
+        xr = tl.load(x_ptr + offs, mask=ok, other=0.0)
+    else:
+        xr = tl.load(x_ptr + offs_r[:, None] * stride_xm + offs[None, :], mask=r_ok[:, None] & ok[None, :], other=0.0)
+    return xr, t
+
+
+@triton.jit
 def _compact_live(x_ptr, t_ptr, t_scalar, list_ptr, k_lo, k_hi, M, stride_xm,
                   PER_CHANNEL: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr,
-                  PACK: tl.constexpr, X_BF16: tl.constexpr):
+                  PACK: tl.constexpr, X_BF16: tl.constexpr, PF: tl.constexpr):
     """Write the inputs in [k_lo, k_hi) that live in some row to list_ptr, in order; return how
     many. PACK (one 2-byte row, K <= 65536): each entry is one int32, the index in the low
     half and x's 16 bits in the high half, so the gather loop reads index and value with one
-    4-byte (asynchronous, pipelined) load instead of a dependent 2-byte x gather per block."""
+    4-byte (asynchronous, pipelined) load instead of a dependent 2-byte x gather per block.
+    PF: the next step's x is loaded before this step's scan (one x latency for all steps)."""
     count = k_lo * 0  # an int32 scalar
     offs_r = tl.arange(0, ROWS)
     r_ok = offs_r < M
+    if PF:
+        xr_next, t_next = _chunk_loads(x_ptr, t_ptr, k_lo, k_hi, offs_r, r_ok, stride_xm, PER_CHANNEL, ROWS, CHUNK)
     for c0 in range(k_lo, k_hi, CHUNK):
         offs = c0 + tl.arange(0, CHUNK)
         ok = offs < k_hi
-        if PER_CHANNEL:
-            t = tl.load(t_ptr + offs, mask=ok, other=0.0)
+        if PF:
+            xr, t = xr_next, t_next
+            xr_next, t_next = _chunk_loads(x_ptr, t_ptr, c0 + CHUNK, k_hi, offs_r, r_ok, stride_xm, PER_CHANNEL,
+                                           ROWS, CHUNK)
         else:
+            xr, t = _chunk_loads(x_ptr, t_ptr, c0, k_hi, offs_r, r_ok, stride_xm, PER_CHANNEL, ROWS, CHUNK)
+        if not PER_CHANNEL:
             t = t_scalar
+        x = xr.to(tl.float32)
         if ROWS == 1:
-            xr = tl.load(x_ptr + offs, mask=ok, other=0.0)
-            x = xr.to(tl.float32)
             live = (tl.abs(x) > t) & ok
         else:
-            x = tl.load(x_ptr + offs_r[:, None] * stride_xm + offs[None, :],
-                        mask=r_ok[:, None] & ok[None, :], other=0.0).to(tl.float32)
             if PER_CHANNEL:
                 keep = tl.abs(x) > t[None, :]
             else:
@@ -296,7 +318,7 @@ def _compact_pass_kernel(x_ptr, t_ptr, t_scalar, list_ptr, count_ptr, M, K, k_pe
     k_lo = pid_k * k_per_split
     k_hi = tl.minimum(k_lo + k_per_split, K)
     count = _compact_live(x_ptr, t_ptr, t_scalar, list_ptr + pid_k.to(tl.int64) * k_per_split, k_lo, k_hi,
-                          M, stride_xm, PER_CHANNEL, ROWS, CHUNK, PACK, X_BF16)
+                          M, stride_xm, PER_CHANNEL, ROWS, CHUNK, PACK, X_BF16, False)
     tl.store(count_ptr + pid_k, count)
 
 
@@ -330,7 +352,7 @@ def _gemv_compact_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_pt
         # one list per program (programs of other column tiles compute the same one: no waiting)
         base = list_ptr + (pid_k * tl.num_programs(0) + pid_n).to(tl.int64) * k_per_split
         count = _compact_live(x_ptr, t_ptr, t_scalar, base, k_lo, k_hi, M, stride_xm, PER_CHANNEL, ROWS, CHUNK,
-                              PACK, X_BF16)
+                              PACK, X_BF16, XA)
         tl.debug_barrier()  # the whole list is written before any thread reads it
     acc = _acc_init(BLOCK_M, BLOCK_N, FOLD, USE_DOT)
     for j0 in tl.range(0, count, BLOCK_K, num_stages=NUM_STAGES):
