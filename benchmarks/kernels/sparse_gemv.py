@@ -65,14 +65,16 @@ FALLBACK = GemvConfig(kind="mask", num_stages=1, pairs=False, reduce="launch")  
 SWEEP = tuple(GemvConfig.parse(s) for s in (
     # issue #6, from the sm_90 SASS (benchmarks/kernels/sparse_gemv_sass.py), first so the check
     # budget never leaves them out: the defaults with the counter reset unfenced (rz) and
-    # the packing step on 16-byte x loads (xa); then one K split (p=1: no partials, no
-    # arrival atomics or fences, y stored directly) with the whole K packed in two steps
+    # the packing step on 16-byte x loads, next step prefetched (xa); then one K split (p=1:
+    # no partials, no arrival atomics or fences, y stored directly) packing all of K in 2-4
+    # steps, with 2-3 tiles in flight per program (s=4-5: fewer, longer programs)
     "kind=compact,bn=128,bk=64,w=4,s=3,dot=1,rz=1", "kind=compact,bn=128,bk=64,w=4,s=3,dot=1,rz=1,xa=1",
     "kind=mask,bn=64,bk=64,w=4,s=4,rz=1", "kind=mask,bn=64,bk=64,w=4,s=4,p=264,rz=1",
-    "kind=compact,bn=64,bk=128,w=4,s=3,dot=1,p=1,ch=2048,xa=1", "kind=compact,bn=32,bk=128,w=4,s=4,dot=1,p=1,ch=2048,xa=1",
+    "kind=compact,bn=64,bk=128,w=4,s=4,dot=1,p=1,ch=1024,xa=1", "kind=compact,bn=32,bk=256,w=4,s=5,dot=1,p=1,ch=2048,xa=1",
     "kind=compact,bn=128,bk=64,w=4,s=5,dot=1,p=1,ch=2048,xa=1",
-    # fewer, longer splits for the deep shape (two packing steps each, fused sum of 4 splits)
-    "kind=compact,bn=64,bk=128,w=4,s=3,dot=1,p=256,ch=2048,xa=1,rz=1",
+    # the deep shape: 2-4 long splits (K 14336 packed in 2048-input steps), fused sum
+    "kind=compact,bn=64,bk=128,w=4,s=4,dot=1,p=256,ch=2048,xa=1,rz=1",
+    "kind=compact,bn=32,bk=256,w=4,s=5,dot=1,p=256,ch=2048,xa=1,rz=1",
     # live-row compaction (one bf16 row: list entries carry index and x bits, one 4-byte load
     # per slot, so the gather loop is pipelined end to end): tiles, rows in flight, stages
     # (the 8-warp and 512-wide tiles, 0.44-0.98x in both H200 runs, are gone)
