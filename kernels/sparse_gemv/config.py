@@ -22,6 +22,19 @@ A ``GemvConfig`` names a kernel variant and its tiles:
   the index either way, so the gather loop needs no dependent x load.
 * ``xp``: (mask kind, one bf16/fp16 row, even K) read x as 32-bit pairs, which the software
   pipeline can fetch ahead asynchronously; 2-byte loads stall each block until x arrives.
+* ``ch``: (compact kind) inputs packed per prefix-sum step (0: ``max(64, 1024 // rows)``).
+  Each step is a dependent x load and a scan before the first weight load, so a plan
+  with one K split (``p=1``: no partials, no arrival atomics, y stored directly) wants
+  its whole K in one or two steps (``ch=4096`` at K = 4096).
+* ``xa``: (compact kind, K a multiple of 8) tell the compiler that each split's K range
+  starts and ends on a multiple of 8 (it does: splits are whole ``BLOCK_K`` blocks), so the
+  packing step loads x in 16-byte vectors and its prefix sum runs 8 inputs per thread
+  in registers; without it x arrives in 2-byte loads and the scan shuffles each of them.
+  With several steps, each step's x is loaded before the scan of the one before it.
+* ``rz``: (fused reduction) the last split resets its arrival counter with a relaxed
+  atomic: the default (acq_rel) puts a GPU-scope fence (``MEMBAR.ALL.GPU``) after the y
+  stores, which holds the grid's end until they are acknowledged; the next call reads
+  the counter only after this kernel has finished, so no ordering is needed there.
 
 Defaults come per shape class (``shape_class``) from ``DEFAULTS``; the environment
 variable ``SPARSEBENCH_GEMV_CONFIG`` overrides them, either one spec for every class
@@ -43,7 +56,8 @@ ENV = "SPARSEBENCH_GEMV_CONFIG"
 # spec key -> field name
 _KEYS = {"kind": "kind", "bn": "block_n", "bk": "block_k", "w": "num_warps", "s": "num_stages",
          "p": "programs", "r": "reduce", "dot": "dot", "xp": "pairs", "mk": "min_k_blocks",
-         "pre": "prepass"}
+         "pre": "prepass", "ch": "chunk", "rz": "relaxed_reset",
+         "xa": "aligned_scan"}
 REDUCE_NONE, REDUCE_LAUNCH, REDUCE_FUSED = 0, 1, 2
 
 
@@ -62,6 +76,9 @@ class GemvConfig:
     pairs: bool = True
     min_k_blocks: int = 2  # a split walks at least this many blocks of inputs
     prepass: bool = False  # compact kind: one small launch packs each split's list for all tiles
+    chunk: int = 0  # compact kind: inputs packed per scan step (0: the rule in plan())
+    relaxed_reset: bool = False  # fused reduction: reset the arrival counter without a fence
+    aligned_scan: bool = False  # compact kind: split bounds hinted as multiples of 8 (K % 8 == 0)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -71,6 +88,8 @@ class GemvConfig:
         for name in ("block_n", "block_k", "num_warps"):
             if not is_pow2(getattr(self, name)):
                 raise ValueError(f"{name} must be a power of two, got {getattr(self, name)}")
+        if self.chunk and not is_pow2(self.chunk):
+            raise ValueError(f"chunk must be 0 or a power of two, got {self.chunk}")
         if self.num_stages < 1 or self.programs < 0 or self.min_k_blocks < 1:
             raise ValueError(f"bad stages/programs/min_k_blocks in {self}")
 
@@ -79,7 +98,8 @@ class GemvConfig:
         return (f"kind={self.kind},bn={self.block_n},bk={self.block_k},w={self.num_warps},"
                 f"s={self.num_stages},p={self.programs},r={self.reduce},dot={int(self.dot)},"
                 f"xp={int(self.pairs)}" + (f",mk={self.min_k_blocks}" if self.min_k_blocks != 2 else "")
-                + (",pre=1" if self.prepass else ""))
+                + (",pre=1" if self.prepass else "") + (f",ch={self.chunk}" if self.chunk else "")
+                + (",rz=1" if self.relaxed_reset else "") + (",xa=1" if self.aligned_scan else ""))
 
     @classmethod
     def parse(cls, spec: str) -> GemvConfig:
@@ -90,7 +110,7 @@ class GemvConfig:
                 key, val = (s.strip() for s in part.split("="))
                 name = _KEYS[key]
                 values[name] = val if name in ("kind", "reduce") else (
-                    bool(int(val)) if name in ("dot", "pairs", "prepass") else int(val))
+                    bool(int(val)) if name in ("dot", "pairs", "prepass", "relaxed_reset", "aligned_scan") else int(val))
             return cls(**values)  # type: ignore[arg-type]
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"{ENV}={spec!r}: expected e.g. '{cls().label()}' ({exc})") from None
@@ -207,7 +227,7 @@ def plan(m: int, n: int, k: int, sm_count: int, cfg: GemvConfig, elem_bytes: int
     fold = min(block_k // 2 if pairs else block_k, max(1, 32 * cfg.num_warps // max(1, block_n // vec)))
     return Plan(block_m=16 if use_dot else 1, rows=rows, block_n=block_n, block_k=block_k,
                 k_per_split=k_per_split, splits=splits, n_tiles=n_tiles, reduce=reduce,
-                reduce_rows=max(1, min(64, 8192 // block_n)), chunk=max(64, 1024 // rows),
+                reduce_rows=max(1, min(64, 8192 // block_n)), chunk=min(cfg.chunk, max(64, next_pow2(k_per_split))) if cfg.chunk else max(64, 1024 // rows),
                 use_dot=use_dot, fold=fold, pairs=pairs,
                 pack=cfg.kind == "compact" and m == 1 and elem_bytes == 2 and k <= 65536,
                 prepass=cfg.kind == "compact" and cfg.prepass, config=cfg)

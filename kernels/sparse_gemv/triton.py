@@ -175,9 +175,11 @@ def _sum_partials(part_ptr, bias_ptr, y_ptr, offs_n, n_ok, M, N, splits,
 @triton.jit
 def _finish(acc, pid_n, pid_k, offs_m, m_ok, offs_n, n_ok, M, N, splits,
             y_ptr, bias_ptr, part_ptr, cnt_ptr,
-            HAS_BIAS: tl.constexpr, REDUCE: tl.constexpr, RS: tl.constexpr, BLOCK_N: tl.constexpr):
+            HAS_BIAS: tl.constexpr, REDUCE: tl.constexpr, RS: tl.constexpr, BLOCK_N: tl.constexpr,
+            RZ: tl.constexpr):
     """Store y directly (one split) or this split's partial, then maybe sum the tile's splits.
-    REDUCE: 0 none, 1 a second kernel sums, 2 the last split to arrive sums (config.REDUCE_*)."""
+    REDUCE: 0 none, 1 a second kernel sums, 2 the last split to arrive sums (config.REDUCE_*).
+    RZ: reset the counter relaxed (no fence after the y stores; config ``rz``)."""
     ok = m_ok[:, None] & n_ok[None, :]
     if REDUCE == 0:
         if HAS_BIAS:
@@ -190,7 +192,10 @@ def _finish(acc, pid_n, pid_k, offs_m, m_ok, offs_n, n_ok, M, N, splits,
             arrived = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
             if arrived == splits - 1:  # the last split of this column tile: all partials are visible
                 _sum_partials(part_ptr, bias_ptr, y_ptr, offs_n, n_ok, M, N, splits, HAS_BIAS, RS, BLOCK_N)
-                tl.atomic_xchg(cnt_ptr + pid_n, 0)  # ready for the next call (or graph replay)
+                if RZ:  # the next call reads it after this grid ends: no ordering needed here
+                    tl.atomic_xchg(cnt_ptr + pid_n, 0, sem="relaxed")
+                else:
+                    tl.atomic_xchg(cnt_ptr + pid_n, 0)  # ready for the next call (or graph replay)
 
 
 # the split geometry varies per shape: specializing on its divisibility would recompile each variant
@@ -201,7 +206,7 @@ def _gemv_mask_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_ptr, 
                       RS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, USE_DOT: tl.constexpr,
                       FOLD: tl.constexpr, DOT_F32: tl.constexpr, PAIRS: tl.constexpr,
-                      X_BF16: tl.constexpr, PDL: tl.constexpr):
+                      X_BF16: tl.constexpr, PDL: tl.constexpr, RZ: tl.constexpr):
     """One (column tile, K split): every block of inputs, dead rows' loads predicated off."""
     _pdl_start(PDL)
     pid_n = tl.program_id(0)
@@ -233,34 +238,56 @@ def _gemv_mask_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_ptr, 
                         mask=live[:, None] & n_ok[None, :], other=0.0)
             acc = _accumulate(acc, xk, w, BLOCK_K, BLOCK_N, FOLD, USE_DOT, DOT_F32)
     _finish(_acc_rows(acc, USE_DOT), pid_n, pid_k, offs_m, m_ok, offs_n, n_ok, M, N, splits,
-            y_ptr, bias_ptr, part_ptr, cnt_ptr, HAS_BIAS, REDUCE, RS, BLOCK_N)
+            y_ptr, bias_ptr, part_ptr, cnt_ptr, HAS_BIAS, REDUCE, RS, BLOCK_N, RZ)
+
+
+@triton.jit
+def _chunk_loads(x_ptr, t_ptr, c0, k_hi, offs_r, r_ok, stride_xm, PER_CHANNEL: tl.constexpr,
+                 ROWS: tl.constexpr, CHUNK: tl.constexpr):
+    """x (its own dtype, [CHUNK] or [ROWS, CHUNK]) and the per-input thresholds (zeros for a
+    scalar one) of the inputs [c0, c0 + CHUNK) below k_hi."""
+    offs = c0 + tl.arange(0, CHUNK)
+    ok = offs < k_hi
+    if PER_CHANNEL:
+        t = tl.load(t_ptr + offs, mask=ok, other=0.0)
+    else:
+        t = tl.zeros((CHUNK,), dtype=tl.float32)
+    if ROWS == 1:
+        xr = tl.load(x_ptr + offs, mask=ok, other=0.0)
+    else:
+        xr = tl.load(x_ptr + offs_r[:, None] * stride_xm + offs[None, :], mask=r_ok[:, None] & ok[None, :], other=0.0)
+    return xr, t
 
 
 @triton.jit
 def _compact_live(x_ptr, t_ptr, t_scalar, list_ptr, k_lo, k_hi, M, stride_xm,
                   PER_CHANNEL: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr,
-                  PACK: tl.constexpr, X_BF16: tl.constexpr):
+                  PACK: tl.constexpr, X_BF16: tl.constexpr, PF: tl.constexpr):
     """Write the inputs in [k_lo, k_hi) that live in some row to list_ptr, in order; return how
     many. PACK (one 2-byte row, K <= 65536): each entry is one int32, the index in the low
     half and x's 16 bits in the high half, so the gather loop reads index and value with one
-    4-byte (asynchronous, pipelined) load instead of a dependent 2-byte x gather per block."""
+    4-byte (asynchronous, pipelined) load instead of a dependent 2-byte x gather per block.
+    PF: the next step's x is loaded before this step's scan (one x latency for all steps)."""
     count = k_lo * 0  # an int32 scalar
     offs_r = tl.arange(0, ROWS)
     r_ok = offs_r < M
+    if PF:
+        xr_next, t_next = _chunk_loads(x_ptr, t_ptr, k_lo, k_hi, offs_r, r_ok, stride_xm, PER_CHANNEL, ROWS, CHUNK)
     for c0 in range(k_lo, k_hi, CHUNK):
         offs = c0 + tl.arange(0, CHUNK)
         ok = offs < k_hi
-        if PER_CHANNEL:
-            t = tl.load(t_ptr + offs, mask=ok, other=0.0)
+        if PF:
+            xr, t = xr_next, t_next
+            xr_next, t_next = _chunk_loads(x_ptr, t_ptr, c0 + CHUNK, k_hi, offs_r, r_ok, stride_xm, PER_CHANNEL,
+                                           ROWS, CHUNK)
         else:
+            xr, t = _chunk_loads(x_ptr, t_ptr, c0, k_hi, offs_r, r_ok, stride_xm, PER_CHANNEL, ROWS, CHUNK)
+        if not PER_CHANNEL:
             t = t_scalar
+        x = xr.to(tl.float32)
         if ROWS == 1:
-            xr = tl.load(x_ptr + offs, mask=ok, other=0.0)
-            x = xr.to(tl.float32)
             live = (tl.abs(x) > t) & ok
         else:
-            x = tl.load(x_ptr + offs_r[:, None] * stride_xm + offs[None, :],
-                        mask=r_ok[:, None] & ok[None, :], other=0.0).to(tl.float32)
             if PER_CHANNEL:
                 keep = tl.abs(x) > t[None, :]
             else:
@@ -291,7 +318,7 @@ def _compact_pass_kernel(x_ptr, t_ptr, t_scalar, list_ptr, count_ptr, M, K, k_pe
     k_lo = pid_k * k_per_split
     k_hi = tl.minimum(k_lo + k_per_split, K)
     count = _compact_live(x_ptr, t_ptr, t_scalar, list_ptr + pid_k.to(tl.int64) * k_per_split, k_lo, k_hi,
-                          M, stride_xm, PER_CHANNEL, ROWS, CHUNK, PACK, X_BF16)
+                          M, stride_xm, PER_CHANNEL, ROWS, CHUNK, PACK, X_BF16, False)
     tl.store(count_ptr + pid_k, count)
 
 
@@ -303,7 +330,7 @@ def _gemv_compact_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_pt
                          BLOCK_K: tl.constexpr, NUM_STAGES: tl.constexpr, USE_DOT: tl.constexpr,
                          FOLD: tl.constexpr, DOT_F32: tl.constexpr, ROWS: tl.constexpr,
                          CHUNK: tl.constexpr, PACK: tl.constexpr, X_BF16: tl.constexpr,
-                         PRE: tl.constexpr, PDL: tl.constexpr):
+                         PRE: tl.constexpr, PDL: tl.constexpr, RZ: tl.constexpr, XA: tl.constexpr):
     """One (column tile, K split): pack the split's live inputs (or read the list the pre-pass
     packed), then gather only their rows."""
     _pdl_start(PDL)
@@ -319,10 +346,13 @@ def _gemv_compact_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_pt
     else:
         k_lo = pid_k * k_per_split
         k_hi = tl.minimum(k_lo + k_per_split, K)
+        if XA:  # both multiples of 8 (host-checked): x loads in 16-byte vectors, scans in-thread
+            k_lo = tl.multiple_of(k_lo, 8)
+            k_hi = tl.multiple_of(k_hi, 8)
         # one list per program (programs of other column tiles compute the same one: no waiting)
         base = list_ptr + (pid_k * tl.num_programs(0) + pid_n).to(tl.int64) * k_per_split
         count = _compact_live(x_ptr, t_ptr, t_scalar, base, k_lo, k_hi, M, stride_xm, PER_CHANNEL, ROWS, CHUNK,
-                              PACK, X_BF16)
+                              PACK, X_BF16, XA)
         tl.debug_barrier()  # the whole list is written before any thread reads it
     acc = _acc_init(BLOCK_M, BLOCK_N, FOLD, USE_DOT)
     for j0 in tl.range(0, count, BLOCK_K, num_stages=NUM_STAGES):
@@ -348,7 +378,7 @@ def _gemv_compact_kernel(x_ptr, w_ptr, t_ptr, t_scalar, bias_ptr, y_ptr, part_pt
                     mask=s_ok[:, None] & n_ok[None, :], other=0.0)
         acc = _accumulate(acc, xk, w, BLOCK_K, BLOCK_N, FOLD, USE_DOT, DOT_F32)
     _finish(_acc_rows(acc, USE_DOT), pid_n, pid_k, offs_m, m_ok, offs_n, n_ok, M, N, splits,
-            y_ptr, bias_ptr, part_ptr, cnt_ptr, HAS_BIAS, REDUCE, RS, BLOCK_N)
+            y_ptr, bias_ptr, part_ptr, cnt_ptr, HAS_BIAS, REDUCE, RS, BLOCK_N, RZ)
 
 
 @triton.jit(do_not_specialize=["splits"])
@@ -421,7 +451,7 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
     common = dict(PER_CHANNEL=per_channel, HAS_BIAS=bias is not None, REDUCE=p.reduce, RS=p.reduce_rows,
                   BLOCK_M=p.block_m, BLOCK_N=p.block_n, BLOCK_K=p.block_k, NUM_STAGES=cfg.num_stages,
                   USE_DOT=p.use_dot, FOLD=p.fold, DOT_F32=INTERPRET or x.dtype == torch.float32,
-                  PDL=use_pdl, num_warps=cfg.num_warps, **launch)
+                  PDL=use_pdl, RZ=cfg.relaxed_reset, num_warps=cfg.num_warps, **launch)
     args = (x2, w_t, t_vec, t_scalar, b, out, part, cnt)
     dims = (m, n, k, p.k_per_split, p.splits, x2.stride(0), w_t.stride(0))
     if cfg.kind == "compact":
@@ -434,7 +464,8 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
                                               **launch, **pack)
         else:
             lists = counts = workspace((p.n_tiles * p.splits * p.k_per_split,), torch.int32, x.device)
-        _gemv_compact_kernel[p.grid](*args, lists, counts, *dims, PRE=p.prepass, **pack, **common)
+        xa = cfg.aligned_scan and k % 8 == 0 and p.block_k % 8 == 0  # split bounds are multiples of 8
+        _gemv_compact_kernel[p.grid](*args, lists, counts, *dims, PRE=p.prepass, XA=xa, **pack, **common)
     else:
         _gemv_mask_kernel[p.grid](*args, *dims, PAIRS=p.pairs, X_BF16=x.dtype == torch.bfloat16, **common)
     if p.reduce == REDUCE_LAUNCH:

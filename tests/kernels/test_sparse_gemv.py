@@ -32,7 +32,18 @@ def _variants():
         "compact_dot": GemvConfig(kind="compact", dot=True, **small),
         "compact_launch": GemvConfig(kind="compact", reduce="launch", **small),
         "compact_pre": GemvConfig(kind="compact", prepass=True, **small),
+        # issue #6: unfenced counter reset, 16-byte x loads in the packing step (K % 8 == 0)
+        "compact_xa_rz": GemvConfig(kind="compact", aligned_scan=True, relaxed_reset=True, **small),
+        "mask_rz": GemvConfig(kind="mask", relaxed_reset=True, **small),
     }
+
+
+def _one_split(**kw):
+    """A one-split plan (p=1): no partials, y stored directly; chunk=64 packs in several steps."""
+    from sparsebench.kernels.sparse_gemv.config import GemvConfig
+
+    return GemvConfig(kind="compact", block_n=32, block_k=32, num_stages=3, programs=1, chunk=64,
+                      aligned_scan=True, **kw)
 
 
 VARIANTS = list(_variants()) if triton_available() else []
@@ -45,6 +56,7 @@ CASES = [
     (8, 257, 37, torch.bfloat16, 0.5, False, True),
     (1, 300, 40, torch.float16, 1.0, True, True),
     (1, 64, 40, torch.float16, 0.5, True, False),
+    (1, 264, 37, torch.bfloat16, 0.5, False, True),  # K % 8 == 0: the aligned packing path (xa)
 ]
 
 
@@ -165,7 +177,37 @@ def test_weight_rows_of_dropped_inputs_are_never_read(variant, m, poisoned):
 
 
 @needs_triton
-@pytest.mark.parametrize("variant", ["mask", "compact"])
+@pytest.mark.parametrize("dot", [False, True])
+@pytest.mark.parametrize("m,k,n,per_input", [(1, 264, 37, False), (1, 300, 77, True), (3, 264, 40, True),
+                                             (1, 8, 70, False)])
+def test_one_split_plans_match_ref(m, k, n, per_input, dot, poisoned):
+    """p=1: one program per column tile walks all of K (several packing steps of 64 inputs,
+    aligned when K % 8 == 0) and stores y itself: no partials, no counters."""
+    from sparsebench.kernels.sparse_gemv.config import REDUCE_NONE
+    from sparsebench.kernels.sparse_gemv.triton import launch_plan
+
+    cfg = _one_split(dot=dot)
+    x, w_t, bias = _operands(m, k, n, torch.bfloat16, seed=k + n)
+    p = launch_plan(m, n, k, x.device, cfg, 2)
+    assert p.splits == 1 and p.reduce == REDUCE_NONE and p.n_tiles > 1
+    assert p.chunk == min(64, max(64, 1 << (k - 1).bit_length()))
+    t = _threshold(x, 0.5, per_input)
+    assert_close(_run(x, w_t, t, bias, cfg), sparse_gemv_ref(x, w_t, t, bias))
+
+
+@needs_triton
+def test_one_split_plan_on_a_hand_checkable_case():
+    """y = W[:, keep] @ x[keep] written out for 8 inputs, 3 outputs: inputs 0, 1, 3, 6 pass."""
+    x = torch.tensor([[0.5, -2.0, 0.25, 3.0, 0.0, -0.375, 1.5, 0.125]]).to(DEVICE)
+    w_t = torch.arange(24, dtype=torch.float32).reshape(8, 3).to(DEVICE)  # w_t[j] = [3j, 3j+1, 3j+2]
+    got = _run(x, w_t, 0.4, None, _one_split())
+    want = 0.5 * w_t[0] - 2.0 * w_t[1] + 3.0 * w_t[3] + 1.5 * w_t[6]  # [48, 51, 54]
+    assert torch.equal(want.cpu(), torch.tensor([48.0, 51.0, 54.0]))
+    assert torch.allclose(got[0], want)
+
+
+@needs_triton
+@pytest.mark.parametrize("variant", ["mask", "compact", "compact_xa_rz", "mask_rz"])
 def test_fused_reduction_is_deterministic_and_resets_its_counters(variant):
     from sparsebench.kernels import launch
 
@@ -259,8 +301,12 @@ def test_config_specs_round_trip_and_reject_typos():
     cfg = GemvConfig(kind="compact", block_n=128, block_k=64, num_warps=8, num_stages=4, programs=264,
                      reduce="launch", dot=True, pairs=False)
     assert GemvConfig.parse(cfg.label()) == cfg
-    for variant in _variants().values():
+    for variant in [*_variants().values(), _one_split(dot=True)]:
         assert GemvConfig.parse(variant.label()) == variant
+    assert GemvConfig.parse("kind=compact,p=1,ch=2048,xa=1,rz=1") == GemvConfig(
+        kind="compact", programs=1, chunk=2048, aligned_scan=True, relaxed_reset=True)
+    with pytest.raises(ValueError, match="chunk must be"):
+        GemvConfig(chunk=1000)
     assert GemvConfig.parse("bn=128,bk=16,w=8,p=64") == GemvConfig(block_n=128, block_k=16, num_warps=8,
                                                                     programs=64)
     for bad in ("bn=128,bq=3", "kind=dense", "bn=96", "r=atomic", "bn"):
