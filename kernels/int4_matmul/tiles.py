@@ -352,3 +352,179 @@ def _dequant(q_ptr, s_ptr, o_ptr, w_ptr, N, K, G: tl.constexpr, sqn, ssn, swn, F
     o = tl.load(o_ptr + rn_ld * ssn + g).to(tl.float32)
     out = _dequant_tile(w, s, o, F32M, w_ptr.dtype.element_ty, BN, BKW)
     tl.store(w_ptr + rn[:, None] * swn + rk[None, :], out, mask=(rn < N)[:, None] & (rk < K)[None, :])
+
+
+# ---- hgemv: M = 1 in packed fp16x2 arithmetic ------------------------------------------
+#
+# bf16 x, but the arithmetic in fp16x2: its 10-bit mantissa holds a nibble at bits 0-3 and
+# one at bits 4-7 (``0x6400`` = 1024.0: ``1024 + q`` and ``1024 + 16 q``), so a word needs one
+# shift for its four pairs where bf16 needs three, and its 11-bit precision keeps a 16-term
+# chain near bf16 rounding of the result (a bf16 chain was 1.6% off). One FMA per pair turns
+# either form into the centred, scaled code ``(q - 8) / 64`` exactly. Range: partial sums
+# stay below 65504 for |x| up to 32768; x must be finite in fp16 (|x| < 65504).
+
+
+@triton.jit
+def _lo_f32(v):
+    """fp32 of the low bf16 half of each int32 (exact: a bf16 is the top of an fp32)."""
+    return (v << 16).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _hi_f32(v):
+    """fp32 of the high bf16 half of each int32."""
+    return (v & -65536).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _f16_lo(v):
+    return v.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _f16_hi(v):
+    return (v >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _f16_pair(lo, hi, ASM: tl.constexpr):
+    """fp16x2 (lo, hi) of two fp32 (one F2FP)."""
+    if ASM:
+        p = tl.inline_asm_elementwise("cvt.rn.f16x2.f32 $0, $2, $1;", "=r,r,r", [lo, hi], dtype=tl.int32,
+                                      is_pure=True, pack=1)
+    else:
+        p = ((lo.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF)
+             | (hi.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) << 16))
+    return p
+
+
+@triton.jit
+def _f16_round(v):
+    return v.to(tl.float16).to(tl.float32)
+
+
+@triton.jit
+def _code(w, SHIFT: tl.constexpr):
+    """fp32 ``(q - 8) / 64`` of the nibble at bit SHIFT (the fp16 path's code scale)."""
+    return (((w >> SHIFT) & 15) - 8).to(tl.float32) * (1.0 / 64.0)
+
+
+@triton.jit
+def _pairs_dot_emulated(w, p0, p1, p2, p3, acc):
+    """What the asm of ``_pairs_dot`` computes, in fp32 rounded to fp16 after every
+    multiply-add (the interpreter cannot run PTX)."""
+    lo = _f16_lo(acc)
+    hi = _f16_hi(acc)
+    lo = _f16_round(_code(w, 0) * _f16_lo(p0) + lo)
+    hi = _f16_round(_code(w, 16) * _f16_hi(p0) + hi)
+    lo = _f16_round(_code(w, 4) * _f16_lo(p1) + lo)
+    hi = _f16_round(_code(w, 20) * _f16_hi(p1) + hi)
+    lo = _f16_round(_code(w, 8) * _f16_lo(p2) + lo)
+    hi = _f16_round(_code(w, 24) * _f16_hi(p2) + hi)
+    lo = _f16_round(_code(w, 12) * _f16_lo(p3) + lo)
+    hi = _f16_round(_code(w, 28) * _f16_hi(p3) + hi)
+    return _f16_pair(lo, hi, False)
+
+
+@triton.jit
+def _pairs_dot(w, p0, p1, p2, p3, acc, ASM: tl.constexpr):
+    """fp16x2 ``acc + sum_j c_j * p_j`` over the 8 codes of word w, ``c_j`` the pair of
+    nibbles (j, j + 4) as ``(q - 8) / 64``: per pair one LOP3, one FMA that removes the magic
+    (``1024 + q`` or ``1024 + 16 q``) and one FMA with x; one shift a word (13 instructions
+    for 8 weights, against about 27 in fp32)."""
+    if ASM:
+        out = tl.inline_asm_elementwise(
+            """{
+            .reg .b32 t, q, a, b, c, d;
+            mov.b32 a, 0x24002400;
+            mov.b32 b, 0xCC08CC08;
+            mov.b32 c, 0x14001400;
+            mov.b32 d, 0xBC80BC80;
+            lop3.b32 q, $1, 0x000F000F, 0x64006400, 0xEA;
+            fma.rn.f16x2 q, q, a, b;
+            fma.rn.f16x2 $0, q, $2, $6;
+            lop3.b32 q, $1, 0x00F000F0, 0x64006400, 0xEA;
+            fma.rn.f16x2 q, q, c, d;
+            fma.rn.f16x2 $0, q, $3, $0;
+            shr.u32 t, $1, 8;
+            lop3.b32 q, t, 0x000F000F, 0x64006400, 0xEA;
+            fma.rn.f16x2 q, q, a, b;
+            fma.rn.f16x2 $0, q, $4, $0;
+            lop3.b32 q, t, 0x00F000F0, 0x64006400, 0xEA;
+            fma.rn.f16x2 q, q, c, d;
+            fma.rn.f16x2 $0, q, $5, $0;
+            }""",
+            "=r,r,r,r,r,r,r", [w, p0, p1, p2, p3, acc], dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        out = _pairs_dot_emulated(w, p0, p1, p2, p3, acc)
+    return out
+
+
+@triton.jit
+def _split4(v, A: tl.constexpr, B: tl.constexpr):
+    """``[A, B, 4]`` -> its four ``[A, B]`` slices along the last axis (in registers)."""
+    even, odd = tl.split(tl.reshape(v, (A, B, 2, 2)))
+    v0, v2 = tl.split(even)
+    v1, v3 = tl.split(odd)
+    return v0, v1, v2, v3
+
+
+@triton.jit
+def _x_word_pairs(xw_ptr, t, rc, K, BK: tl.constexpr, C: tl.constexpr, WORD: tl.constexpr, EVEN_K: tl.constexpr,
+                  ASM: tl.constexpr):
+    """The four fp16x2 x pairs ``[C]`` meeting word WORD of each 4-word chunk: x read as int32
+    words of two bf16 (``X_m = (x_2m, x_2m+1)`` of the code word's eight), pair j = (x_j, x_j+4)."""
+    offs = (t * BK) // 2 + (rc * 16 + WORD * 4)[:, None] + tl.arange(0, 4)[None, :]
+    if EVEN_K:
+        xw = tl.load(xw_ptr + offs)
+    else:
+        xw = tl.load(xw_ptr + offs, mask=offs < K // 2, other=0)
+    x0, x1, x2, x3 = _split4(tl.reshape(xw, (1, C, 4)), 1, C)
+    return (_f16_pair(_lo_f32(x0), _lo_f32(x2), ASM), _f16_pair(_hi_f32(x0), _hi_f32(x2), ASM),
+            _f16_pair(_lo_f32(x1), _lo_f32(x3), ASM), _f16_pair(_hi_f32(x1), _hi_f32(x3), ASM))
+
+
+@triton.jit(do_not_specialize=["PER_SPLIT"])
+def _hgemv(x_ptr, xw_ptr, q_ptr, s_ptr, o_ptr, y_ptr, part_ptr, lock_ptr, N, K, G: tl.constexpr, sqn, ssn, PER_SPLIT,
+           BN: tl.constexpr, BK: tl.constexpr, EVEN_K: tl.constexpr, REDUCE: tl.constexpr, ASM: tl.constexpr):
+    """M == 1, bf16 x, on CUDA cores in packed fp16x2 math: each row's K-tile is cut in 4-word
+    chunks; a chunk's 32 centred codes times x are summed in one fp16x2 register, then
+    ``s * sum`` in fp32; the offset term uses the tile's fp32 ``sum(x)`` once per row. x is
+    read as int32 words and converted to fp16 pairs once per chunk, shared by the thread's rows."""
+    BKW: tl.constexpr = BK // 8
+    C: tl.constexpr = BKW // 4
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    rn_ld = tl.minimum(rn, N - 1)
+    rc = tl.arange(0, C)
+    wcol = (rc * 4)[:, None] + tl.arange(0, 4)[None, :]  # [C, 4] word of the tile
+    rk = tl.arange(0, BK)
+    acc = tl.zeros((BN, C), dtype=tl.float32)
+    acc_o = tl.zeros((BN,), dtype=tl.float32)
+    t0 = tl.program_id(2) * PER_SPLIT
+    for i in range(0, PER_SPLIT):
+        t = t0 + i
+        q_ptrs = q_ptr + rn_ld[:, None, None] * sqn + (t * BKW + wcol)[None, :, :]
+        if EVEN_K:
+            w = tl.load(q_ptrs)
+            xs = tl.sum(tl.load(x_ptr + t * BK + rk).to(tl.float32), axis=0)
+        else:
+            w = tl.load(q_ptrs, mask=(t * BKW + wcol < K // 8)[None, :, :], other=0)
+            xs = tl.sum(tl.load(x_ptr + t * BK + rk, mask=t * BK + rk < K, other=0.0).to(tl.float32), axis=0)
+        w0, w1, w2, w3 = _split4(w, BN, C)
+        part = tl.zeros((BN, C), dtype=tl.int32)  # fp16x2 (+0, +0)
+        p0, p1, p2, p3 = _x_word_pairs(xw_ptr, t, rc, K, BK, C, 0, EVEN_K, ASM)
+        part = _pairs_dot(w0, p0, p1, p2, p3, part, ASM)
+        p0, p1, p2, p3 = _x_word_pairs(xw_ptr, t, rc, K, BK, C, 1, EVEN_K, ASM)
+        part = _pairs_dot(w1, p0, p1, p2, p3, part, ASM)
+        p0, p1, p2, p3 = _x_word_pairs(xw_ptr, t, rc, K, BK, C, 2, EVEN_K, ASM)
+        part = _pairs_dot(w2, p0, p1, p2, p3, part, ASM)
+        p0, p1, p2, p3 = _x_word_pairs(xw_ptr, t, rc, K, BK, C, 3, EVEN_K, ASM)
+        part = _pairs_dot(w3, p0, p1, p2, p3, part, ASM)
+        g = (t * BK) // G
+        s = tl.load(s_ptr + rn_ld * ssn + g).to(tl.float32)
+        o = tl.load(o_ptr + rn_ld * ssn + g).to(tl.float32)
+        acc += (s * 64.0)[:, None] * (_f16_lo(part) + _f16_hi(part))  # undo the codes' 1/64
+        acc_o += (o + 8.0 * s) * xs  # the codes were centred: q x = (q - 8) x + 8 x
+    y = tl.sum(acc, axis=1) + acc_o
+    rm = tl.arange(0, 1)
+    _finish(y[None, :], y_ptr, part_ptr, lock_ptr, tl.program_id(0), rn, rm, N, 1, N, REDUCE, False)
