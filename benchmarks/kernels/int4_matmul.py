@@ -103,7 +103,6 @@ def variant_plans(x: torch.Tensor, t: tuple, device: str) -> tuple[fast.Plan, di
                                                                                                bk=64)}
         if x.shape[0] == 1:
             others["gemv"] = fast.Plan("gemv", bn=32, bk=64, stages=1)
-            others["hgemv"] = fast.Plan("hgemv", bn=32, bk=64, stages=1)
     return chosen, {v: p for v, p in others.items() if p != chosen}
 
 

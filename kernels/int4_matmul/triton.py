@@ -3,8 +3,6 @@
 A ``Plan`` names a variant and its tiles:
 
 * ``gemv``: M = 1 on CUDA cores;
-* ``hgemv``: M = 1, bf16 x, on CUDA cores in packed fp16x2 arithmetic (about 1.6 instructions
-  a weight in its inner loop against ``gemv``'s 3);
 * ``mma``: decode-sized M (<= 64) on tensor cores, codes fed as ``BIAS + q`` pairs, the
   group map applied to tile sums (needs the group to be a multiple of 64);
 * ``fold``: per-weight dequantization in registers then tensor cores (prefill, small groups);
@@ -32,17 +30,16 @@ from ..launch import sm_count
 from ..tolerances import tolerance
 from ..tuning import back_to_back_ms, median
 from . import ref
-from .tiles import F32_MAGIC, _dequant, _gemv, _hgemv, _mma_fold, _mma_pairs
+from .tiles import F32_MAGIC, _dequant, _gemv, _mma_fold, _mma_pairs
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 MAGIC16 = {torch.bfloat16: (0x43004300, 128.0, tl.bfloat16), torch.float16: (0x64006400, 1024.0, tl.float16)}
 LOCKS = 1 << 16
-ROW_VARIANTS = ("gemv", "hgemv")  # M = 1 plans: a program is BN rows of W, no token tile
 
 
 @dataclass(frozen=True)
 class Plan:
-    variant: str  # gemv | hgemv | mma | fold | dequant
+    variant: str  # gemv | mma | fold | dequant
     bn: int = 64
     bm: int = 16
     bk: int = 128
@@ -54,7 +51,7 @@ class Plan:
     def label(self) -> str:
         if self.variant == "dequant":
             return f"dequant[bn{self.bn} bk{self.bk} w{self.warps} chunks{self.split}]+cublas"
-        tile = f"bn{self.bn}" + (f" bm{self.bm}" if self.variant not in ROW_VARIANTS else "")
+        tile = f"bn{self.bn}" + (f" bm{self.bm}" if self.variant != "gemv" else "")
         extra = "" if self.variant != "fold" else (" swap" if self.swap else " noswap")
         return f"{self.variant}[{tile} bk{self.bk} split{self.split} w{self.warps} s{self.stages}{extra}]"
 
@@ -96,7 +93,7 @@ def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int)
     bm = _m_tile(m)
 
     def with_splits(p: Plan, most: int = 3) -> list[Plan]:
-        n_prog = triton.cdiv(n, p.bn) * (triton.cdiv(m, p.bm) if p.variant not in ROW_VARIANTS else 1)
+        n_prog = triton.cdiv(n, p.bn) * (triton.cdiv(m, p.bm) if p.variant != "gemv" else 1)
         return [replace(p, split=s) for s in split_options(n_prog, triton.cdiv(k, p.bk), sms)[:most]]
 
     bk_pairs = _bk(group, (128, 64))
@@ -113,9 +110,6 @@ def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int)
         out += with_splits(Plan("gemv", bn=256, bk=bk, warps=4, stages=3), 3)
         out += with_splits(Plan("gemv", bn=128, bk=bk, warps=4, stages=4), 2)
         out += with_splits(Plan("gemv", bn=256, bk=bk, warps=8, stages=3), 1)
-        if dtype == torch.bfloat16:  # packed fp16x2: 8 or 16 rows a thread
-            out += with_splits(Plan("hgemv", bn=256, bk=bk, warps=4, stages=3), 2)
-            out += with_splits(Plan("hgemv", bn=512, bk=bk, warps=4, stages=3), 1)
     if 64 < m < 1024:  # weight tile dequantized once per 128 or 256 tokens; W as the right or left operand
         out += [Plan("fold", bn=128, bm=128, bk=bk_fold, warps=8, stages=3, swap=s) for s in (False, True)]
         if m >= 256:
@@ -188,7 +182,7 @@ def run(plan: Plan, x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tenso
     if plan.variant == "dequant":
         return _dequant_matmul(x2, q32, scales, offsets, group, kp, plan)
     y = _alloc((m, n), x2.device, x2.dtype)
-    bm = 1 if plan.variant in ROW_VARIANTS else plan.bm
+    bm = 1 if plan.variant == "gemv" else plan.bm
     tiles = (triton.cdiv(n, plan.bn), triton.cdiv(m, bm))
     k_tiles = triton.cdiv(kp, plan.bk)
     locks = _lock_buffer(x2.device) if plan.split > 1 and 4 * tiles[0] * tiles[1] <= LOCKS else None
@@ -203,8 +197,6 @@ def run(plan: Plan, x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tenso
             raise ValueError(f"the gemv plan takes one row of x, got M={m}")
         _gemv[grid](x2, q32, scales, offsets, y, part, locks, n, kp, group, q32.stride(0), scales.stride(0),
                     F32_MAGIC, k_tiles // split, BN=plan.bn, BK=plan.bk, **common)
-    elif plan.variant == "hgemv":
-        _run_hgemv(plan, grid, x2, q32, scales, offsets, y, part, locks, n, kp, group, k_tiles // split, common)
     elif plan.variant == "mma":
         magic, bias, code = MAGIC16.get(x2.dtype, MAGIC16[torch.bfloat16])
         bh = 16 if INTERPRET else 64  # rows per MMA block (64: one warpgroup's wgmma)
@@ -222,21 +214,6 @@ def run(plan: Plan, x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tenso
     else:
         raise ValueError(f"unknown int4 plan variant {plan.variant!r}")
     return y
-
-
-def _run_hgemv(plan: Plan, grid: tuple, x2: torch.Tensor, q32: torch.Tensor, scales: torch.Tensor,
-               offsets: torch.Tensor, y: torch.Tensor, part: torch.Tensor, locks: torch.Tensor, n: int, kp: int,
-               group: int, per_split: int, common: dict) -> None:
-    """Launch ``_hgemv``: x is also read as int32 words of two bf16 (the packed operand); its
-    PTX runs on a GPU only, the interpreter takes the same math in plain Triton."""
-    if x2.shape[0] != 1 or x2.dtype != torch.bfloat16:
-        raise ValueError(f"the hgemv plan takes one bf16 row of x, got M={x2.shape[0]} {x2.dtype}")
-    if plan.bk % 32:
-        raise ValueError(f"an hgemv plan works in 4-word chunks: bk a multiple of 32, got {plan.bk}")
-    if x2.storage_offset() % 2:
-        x2 = x2.clone()
-    _hgemv[grid](x2, x2.view(torch.int32), q32, scales, offsets, y, part, locks, n, kp, group, q32.stride(0),
-                 scales.stride(0), per_split, BN=plan.bn, BK=plan.bk, ASM=not INTERPRET, **common)
 
 
 # A dense weight chunk this small stays in L2 until cuBLAS reads it, so its bytes are

@@ -60,16 +60,13 @@ def _plans(fast, group):
         "fold": P("fold", **tile, bk=bk, stages=1),
         "fold_noswap_split": P("fold", **tile, bk=bk, split=2, swap=False, stages=1),
         "gemv": P("gemv", bn=rows, bk=bk, stages=1), "gemv_split": P("gemv", bn=rows, bk=bk, split=2, stages=1),
-        "hgemv": P("hgemv", bn=rows, bk=bk, stages=1), "hgemv_split": P("hgemv", bn=rows, bk=bk, split=2, stages=1),
         "dequant": P("dequant", bn=32, bk=bk),
     }
 
 
-def _applies(name, m, group, dtype):
+def _applies(name, m, group):
     if name.startswith("mma"):
         return group % 64 == 0
-    if name.startswith("hgemv"):
-        return m == 1 and dtype == torch.bfloat16
     return m == 1 if name.startswith("gemv") else True
 
 
@@ -101,7 +98,7 @@ def test_every_plan_matches_ref(fast, m, n, k, group, dtype):
     want = ref.int4_matmul(x, packed, scales, offsets, group)
     ran = 0
     for name, plan in _plans(fast, group).items():
-        if not _applies(name, m, group, dtype):
+        if not _applies(name, m, group):
             continue
         got = fast.int4_matmul(x, packed, scales, offsets, group, plan=plan)
         assert got.dtype == dtype and got.shape == (m, n), name
@@ -124,7 +121,7 @@ def test_k_not_a_multiple_of_eight_is_padded(fast, dtype):
 def test_split_k_is_deterministic_and_resets_its_locks(fast):
     x, packed, scales, offsets = _args(1, 37, 256, 128, torch.bfloat16)
     plans = _plans(fast, 128)
-    for name in ("mma2_split", "gemv_split", "hgemv_split", "fold_noswap_split"):
+    for name in ("mma2_split", "gemv_split", "fold_noswap_split"):
         a = fast.int4_matmul(x, packed, scales, offsets, 128, plan=plans[name])
         b = fast.int4_matmul(x, packed, scales, offsets, 128, plan=plans[name])
         assert torch.equal(a, b), name
@@ -186,48 +183,6 @@ def test_the_tuner_skips_broken_plans_and_keeps_the_fastest(fast, monkeypatch):
         assert broken.label() in report["rejected"]
     finally:
         fast._chosen.pop(key, None)
-
-
-@needs_triton
-@pytest.mark.parametrize("seed", [0, 1])
-def test_hgemv_holds_the_bf16_tolerance_at_llama_scale(fast, seed):
-    """Its 32-code chunks sum in bf16: on a long K with large, same-sign activations (the
-    worst case for a short bf16 chain) it must still match ref within the shared tolerance."""
-    x, packed, scales, offsets = _args(1, 40, 4096, 128, torch.bfloat16, seed=seed)
-    x = x.abs() * 4
-    plan = fast.Plan("hgemv", bn=32 if fast.INTERPRET else 256, bk=128, stages=1)
-    assert_close(fast.int4_matmul(x, packed, scales, offsets, 128, plan=plan), ref.int4_matmul(x, packed, scales,
-                                                                                               offsets, 128))
-
-
-@needs_triton
-def test_hgemv_runs_its_ptx_on_a_gpu_only_and_refuses_what_it_cannot_do(fast, monkeypatch):
-    """The inline PTX (LOP3 / bf16x2 FMA / PRMT) is chosen only off the interpreter, which
-    runs the plain-Triton emulation the tests above check against ref."""
-    launches = []
-
-    class Spy:
-        def __getitem__(self, grid):
-            return lambda *args, **kw: launches.append(kw)
-
-    monkeypatch.setattr(fast, "_hgemv", Spy())
-    x, packed, scales, offsets = _args(1, 37, 256, 128, torch.bfloat16)
-    fast.run(fast.Plan("hgemv", bn=32, bk=64), x, packed, scales, offsets, 128)
-    assert launches[0]["ASM"] is (not fast.INTERPRET) and launches[0]["ASM"] is (x.device.type == "cuda")
-    with pytest.raises(ValueError, match="one bf16 row"):
-        fast.run(fast.Plan("hgemv", bn=32, bk=64), x.half(), packed, scales, offsets, 128)
-    with pytest.raises(ValueError, match="one bf16 row"):
-        fast.run(fast.Plan("hgemv", bn=32, bk=64), x.repeat(2, 1), packed, scales, offsets, 128)
-
-
-def test_hgemv_is_a_candidate_for_bf16_decode_only():
-    from sparsebench.kernels.int4_matmul.triton import candidates
-
-    def variants(m, dtype):
-        return {p.variant for p in candidates(m, 4096, 4096, 128, dtype, 132)}
-
-    assert "hgemv" in variants(1, torch.bfloat16)
-    assert "hgemv" not in variants(1, torch.float16) | variants(2, torch.bfloat16)
 
 
 def test_split_options_divide_the_k_tiles():
