@@ -22,12 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print(json.dumps({"skipped": "no CUDA device"}))
         return 0
+    from sparsebench.environment import ALLOC_CONF_ENV
     from sparsebench.measure.ceilings import measure_ceilings
 
     for i in range(args.repeats):
         out = measure_ceilings(copy_bytes=args.bytes, rounds=args.rounds)
         out = {k: round(v, 4) for k, v in out.items()}
-        print(json.dumps({"repeat": i, "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""), **out}))
+        print(json.dumps({"repeat": i, "alloc_conf": os.environ.get(ALLOC_CONF_ENV, ""), **out}))
     return 0
 
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import Any
 
-ALLOC_ENV = "PYTORCH_CUDA_ALLOC_CONF"
+from ..environment import ALLOC_CONF_ENV
 
 
 def measure_ceilings(device: str = "cuda", copy_bytes: int = 2 << 30, reps: int = 20,
@@ -88,7 +88,7 @@ def default_allocator_copy_gbs(timeout_s: float = 120.0) -> float | None:
     pairs, three times per process), while the decode step was no slower: a yardstick taken
     under that setting alone would flatter every roofline fraction by ~5%.
     """
-    env = {k: v for k, v in os.environ.items() if k != ALLOC_ENV}
+    env = {k: v for k, v in os.environ.items() if k != ALLOC_CONF_ENV}
     code = ("import json; from sparsebench.measure.ceilings import measure_ceilings; "
             "print(json.dumps(measure_ceilings()))")
     try:
@@ -104,7 +104,7 @@ def run_ceilings(device: str = "cuda") -> dict[str, float]:
     is measured again in a child process with the defaults, and the yardstick
     (``copy_bandwidth_gbs``) is the higher of the two; both figures are kept."""
     out = measure_ceilings(device)
-    if os.environ.get(ALLOC_ENV, "").strip() and device.startswith("cuda"):
+    if os.environ.get(ALLOC_CONF_ENV, "").strip() and device.startswith("cuda"):
         here = out["copy_bandwidth_gbs"]
         default = default_allocator_copy_gbs()
         out["copy_bandwidth_this_process_gbs"] = here

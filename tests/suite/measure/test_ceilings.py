@@ -47,11 +47,11 @@ def test_yardstick_under_a_nondefault_allocator_is_the_higher_of_both_copies(mon
 
     monkeypatch.setattr(ceilings, "measure_ceilings", lambda device: {"copy_bandwidth_gbs": 4000.0})
     monkeypatch.setattr(ceilings, "default_allocator_copy_gbs", lambda: 4240.0)
-    monkeypatch.setenv(ceilings.ALLOC_ENV, "expandable_segments:True")
+    monkeypatch.setenv(ceilings.ALLOC_CONF_ENV, "expandable_segments:True")
     out = ceilings.run_ceilings("cuda")
     assert out == {"copy_bandwidth_gbs": 4240.0, "copy_bandwidth_this_process_gbs": 4000.0,
                    "copy_bandwidth_default_allocator_gbs": 4240.0}
-    monkeypatch.delenv(ceilings.ALLOC_ENV)
+    monkeypatch.delenv(ceilings.ALLOC_CONF_ENV)
     assert ceilings.run_ceilings("cuda") == {"copy_bandwidth_gbs": 4000.0}
 
 
