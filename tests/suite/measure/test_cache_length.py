@@ -8,6 +8,8 @@ import torch
 from sparsebench.measure import decode_graph
 from sparsebench.measure.cache_length import LABEL, share, shared_lengths
 
+from .static_decode import greedy_steps
+
 PREFILL = [[1, 5, 7, 2]]
 STEPS = 3
 
@@ -23,23 +25,7 @@ def _tiny(layers=3):
 
 def _decode(model, forward=None, shared=False):
     """Prefill, optionally share the cache's counter, then greedy steps: (logits, cache)."""
-    from transformers import StaticCache
-
-    ids = torch.tensor(PREFILL)
-    cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + STEPS)
-    out = []
-    with torch.inference_mode():
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=True,
-                       cache_position=torch.arange(ids.shape[1])).logits
-        if shared:
-            assert share(cache)
-        nxt = logits[:, -1:].argmax(-1)
-        for t in range(STEPS):
-            logits = (forward or model.forward)(input_ids=nxt, past_key_values=cache, use_cache=True,
-                                                cache_position=torch.tensor([ids.shape[1] + t])).logits
-            out.append(logits)
-            nxt = logits[:, -1:].argmax(-1)
-    return out, cache
+    return greedy_steps(model, PREFILL, STEPS, forward, shared)
 
 
 def test_shared_position_writes_where_each_layer_did():

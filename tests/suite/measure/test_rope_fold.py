@@ -6,9 +6,11 @@ step (fullgraph) holds one rope_cache call per layer and no RoPE or index_copy o
 import pytest
 import torch
 
-from sparsebench.measure.cache_length import share, shared_lengths
+from sparsebench.measure.cache_length import shared_lengths
 from sparsebench.measure.rope_fold import CHECK_TOL, folded_rope
 from sparsebench.registry import attention_kernels
+
+from .static_decode import greedy_steps
 
 PREFILL = [[1, 5, 7, 2]]
 STEPS = 3
@@ -27,22 +29,7 @@ def _tiny(dtype=torch.float32, family="llama"):
 
 def _decode(model, forward=None):
     """Prefill, share the cache's write position, then greedy steps: (logits per step, cache)."""
-    from transformers import StaticCache
-
-    ids = torch.tensor(PREFILL)
-    cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + STEPS)
-    out = []
-    with torch.inference_mode():
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=True,
-                       cache_position=torch.arange(ids.shape[1])).logits
-        assert share(cache)
-        nxt = logits[:, -1:].argmax(-1)
-        for t in range(STEPS):
-            logits = (forward or model.forward)(input_ids=nxt, past_key_values=cache, use_cache=True,
-                                                cache_position=torch.tensor([ids.shape[1] + t])).logits
-            out.append(logits.clone())
-            nxt = logits[:, -1:].argmax(-1)
-    return out, cache
+    return greedy_steps(model, PREFILL, STEPS, forward, shared=True)
 
 
 def _kernel():
