@@ -54,16 +54,27 @@ def share(cache: Any) -> bool:
     return True
 
 
+def shared_position(layer: Any) -> Any:
+    """``[1]`` view of the position a shared layer writes its one new token at (no kernel
+    computes it), or None for a layer ``share`` did not touch."""
+    shared = getattr(layer, "_shared_length", None)
+    return None if shared is None else shared.reshape(1)
+
+
+def advance(layer: Any) -> None:
+    """After a shared layer's one-token write: the last layer moves the position on."""
+    if layer._advances_shared:
+        layer._shared_length.add_(1)
+
+
 def _shared_update(original: Any) -> Any:
     def update(self: Any, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
-        shared = getattr(self, "_shared_length", None)
-        if shared is None or key_states.shape[-2] != 1:
+        position = shared_position(self)
+        if position is None or key_states.shape[-2] != 1:
             return original(self, key_states, value_states, *args, **kwargs)
-        position = shared.reshape(1)  # a view: no kernel computes it
         self.keys.index_copy_(2, position, key_states)
         self.values.index_copy_(2, position, value_states)
-        if self._advances_shared:  # after the writes, which read the old value
-            shared.add_(1)
+        advance(self)  # after the writes, which read the old value
         return self.keys, self.values
 
     return update

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .cache_length import advance, share, shared_position
+
 KERNEL = "rope_cache"
 #: attention classes whose forward the fold reproduces (by class name: the suite imports no model code)
 CLASSES = ("LlamaAttention", "Qwen2Attention")
@@ -48,7 +50,7 @@ def _shared_layer(module: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any
     if layers is None or idx is None or idx >= len(layers):
         return None
     layer = layers[idx]
-    return layer if getattr(layer, "_shared_length", None) is not None else None
+    return layer if shared_position(layer) is not None else None
 
 
 def _attention_function(module: nn.Module) -> Any:
@@ -76,13 +78,11 @@ def _folded_forward(self: nn.Module, hidden_states: torch.Tensor, position_embed
     k = self.k_proj(hidden_states).view(B, -1)
     v = self.v_proj(hidden_states).view(B, -1)
     cos, sin = position_embeddings
-    shared = layer._shared_length
-    q_rot = self._rope_kernel(q, k, v, cos.reshape(B, -1), sin.reshape(B, -1), layer.keys, layer.values,
-                              shared.reshape(1))
+    position = shared_position(layer)
+    q_rot = self._rope_kernel(q, k, v, cos.reshape(B, -1), sin.reshape(B, -1), layer.keys, layer.values, position)
     if self._rope_check is not None:  # in_situ_check's step (eager)
-        self._rope_check.append(_check_layer(self, q, k, v, position_embeddings, layer, int(shared), q_rot))
-    if layer._advances_shared:  # after the write, which read the old value
-        shared.add_(1)
+        self._rope_check.append(_check_layer(self, q, k, v, position_embeddings, layer, int(position), q_rot))
+    advance(layer)  # after the write, which read the old value
     # (handing the attention the shared position instead of the model's position ids, to save
     # inductor's position kernel in each layer, measured 4.19 ms against 4.14: not kept)
     rest = {n: a for n, a in kwargs.items() if n not in ("cache", "past_key_values")}
@@ -153,8 +153,6 @@ def folded_rope(model: nn.Module, kernel: Any, check_ids: torch.Tensor | None) -
     ``kernel`` on one-token steps over a shared static cache. Yields the record's label, or
     why nothing was folded. ``check_ids``: ``[1, T]`` tokens for the decode-step check (None:
     no check, tests only)."""
-    from .cache_length import share
-
     sites = _sites(model)
     if not sites:
         yield "not folded: no Llama or Qwen2 (no sliding window) attention module"
