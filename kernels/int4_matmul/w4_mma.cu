@@ -1,0 +1,210 @@
+// int4 weight-only matmul for decode-sized M (1..16) on tensor cores: y[M, N] = x[M, K] W^T.
+//
+// Compiled at run time by NVRTC (kernels/cuda_rtc.py): self-contained, no #include.
+// Layout (made by tc_layout.py): the weight is cut into 16-row tiles and 16-column k-tiles;
+// for each k-tile a thread of the warp holds exactly the eight codes of its mma.m16n8k16 A
+// fragment in one 32-bit word, so one 16-byte load per thread brings four k-tiles (a
+// "chunk" of 64 columns) and a warp's load is 512 contiguous bytes. Word bits 4j..4j+3 and
+// 16+4j..19+4j are the two halves of A register j, so `lop3(w >> 4j, 0x000F000F, MAGIC)`
+// turns them into (BIAS + q) pairs in one instruction (0x4300 is bf16 128, 0x6400 fp16 1024:
+// OR-ing a code into the mantissa adds it exactly).
+//
+// With A = BIAS + q the mma sums (BIAS + q) x; a second mma with A = 1 sums x itself, so
+// per group   y += s * acc + c * sum(x)   with c = offset - BIAS * s  (W = q s + offset),
+// all in fp32. Tokens are the mma's N = 8 columns (two n8 tiles for M <= 16).
+//
+// A block owns one 16-row tile and all of K: its warps split the groups, each streams its
+// chunks with the next S chunks' loads in flight while it computes the current S, and the
+// warps' partial sums meet in shared memory. No atomics, no workspace, no second launch.
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+struct __align__(16) U4 { u32 x, y, z, w; };
+struct __align__(8) F2 { float x, y; };
+
+__device__ __forceinline__ U4 load_stream(const U4* p) {
+    U4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ U4 load_x(const U4* p) {  // eight activations (L1-cached: every block reads them)
+    U4 v;
+    asm("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
+template <bool BF16> __device__ __forceinline__ u32 biased_pair(u32 w) {
+    u32 r;
+    if (BF16) asm("lop3.b32 %0, %1, 0x000F000F, 0x43004300, 0xEA;" : "=r"(r) : "r"(w));
+    else asm("lop3.b32 %0, %1, 0x000F000F, 0x64006400, 0xEA;" : "=r"(r) : "r"(w));
+    return r;
+}
+
+template <bool BF16> __device__ __forceinline__ void mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    if (BF16)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    else
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <bool BF16> __device__ __forceinline__ u16 to_half(float v) {
+    u16 h;
+    if (BF16) asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    else asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    return h;
+}
+
+// Configuration, set by the launcher with -D (one small module per configuration):
+//   W4_BF16 (1: bf16, 0: fp16), W4_MT (n8 token tiles: 1 for M <= 8, 2 for M <= 16),
+//   W4_S (chunks per stage), W4_CPG (chunks per group; 0: given at run time),
+//   W4_EVEN (1: every warp's chunk count is a multiple of W4_S, no tail checks), W4_THREADS.
+#ifndef W4_BF16
+#define W4_BF16 1
+#define W4_MT 1
+#define W4_S 4
+#define W4_CPG 2
+#define W4_EVEN 1
+#define W4_THREADS 256
+#endif
+#define BF16 (W4_BF16 != 0)
+#define MT W4_MT
+#define S W4_S
+#define STATIC_GROUPS (W4_CPG > 0 && S % W4_CPG == 0)
+
+struct State {
+    float tot[MT][4], acc[MT][4], accx[MT][4];
+    int in_group, g;
+};
+
+__device__ __forceinline__ void fold_group(State& st, const F2* s_sc, int g, int gid) {
+    // group done: scale its sums into the total (W = q s + offset, c = offset - BIAS s)
+    const F2 s0 = s_sc[g * 16 + gid], s1 = s_sc[g * 16 + gid + 8];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        st.tot[mt][0] = fmaf(s0.y, st.accx[mt][0], fmaf(s0.x, st.acc[mt][0], st.tot[mt][0]));
+        st.tot[mt][1] = fmaf(s0.y, st.accx[mt][1], fmaf(s0.x, st.acc[mt][1], st.tot[mt][1]));
+        st.tot[mt][2] = fmaf(s1.y, st.accx[mt][2], fmaf(s1.x, st.acc[mt][2], st.tot[mt][2]));
+        st.tot[mt][3] = fmaf(s1.y, st.accx[mt][3], fmaf(s1.x, st.acc[mt][3], st.tot[mt][3]));
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st.acc[mt][e] = st.accx[mt][e] = 0.f;
+    }
+}
+
+__device__ __forceinline__ void load_stage(U4 (&buf)[S], const U4* wq, int cs, int c1) {
+#pragma unroll
+    for (int i = 0; i < S; ++i) {
+        const int c = cs + i;
+        if (W4_EVEN) buf[i] = load_stream(wq + (size_t)c * 32);
+        else buf[i] = c < c1 ? load_stream(wq + (size_t)c * 32) : U4{0, 0, 0, 0};
+    }
+}
+
+__device__ __forceinline__ void compute_stage(State& st, const U4 (&buf)[S], const U4* const (&xr)[MT], int cs,
+                                              int c0, int c1, int cpg, const F2* s_sc, int gid) {
+    const u32 ONE = BF16 ? 0x3F803F80u : 0x3C003C00u;
+    U4 xb[S][MT][2];  // this stage's activations, all loaded before the first mma
+#pragma unroll
+    for (int i = 0; i < S; ++i) {
+        const int c = (W4_EVEN || cs + i < c1) ? cs + i : c0;  // past the warp's range: any valid address
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            xb[i][mt][0] = load_x(xr[mt] + (size_t)c * 8);
+            xb[i][mt][1] = load_x(xr[mt] + (size_t)c * 8 + 1);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < S; ++i) {
+        // (a chunk past the range has zero codes here and is never folded into the total)
+        const u32 words[4] = {buf[i].x, buf[i].y, buf[i].z, buf[i].w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const u32 w = words[j];
+            const u32 a0 = biased_pair<BF16>(w), a1 = biased_pair<BF16>(w >> 4);
+            const u32 a2 = biased_pair<BF16>(w >> 8), a3 = biased_pair<BF16>(w >> 12);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const U4& v = xb[i][mt][j >> 1];
+                const u32 b0 = (j & 1) ? v.z : v.x, b1 = (j & 1) ? v.w : v.y;
+                mma<BF16>(st.acc[mt], a0, a1, a2, a3, b0, b1);
+                mma<BF16>(st.accx[mt], ONE, ONE, ONE, ONE, b0, b1);
+            }
+        }
+        if (STATIC_GROUPS) {
+            if ((i + 1) % (STATIC_GROUPS ? W4_CPG : 1) == 0 && (W4_EVEN || cs + i < c1))
+                fold_group(st, s_sc, (cs + i) / (STATIC_GROUPS ? W4_CPG : 1), gid);
+        } else if (++st.in_group == cpg && (W4_EVEN || cs + i < c1)) {
+            fold_group(st, s_sc, st.g, gid);
+            st.in_group = 0;
+            ++st.g;
+        }
+    }
+}
+
+// x [M, ldx] (K used), xz: K zeros, qw [N/16, K/64, 32, 4] words, sc [N/16, K/G, 16] (s, c)
+// pairs, y [M, ldy]. cpg: 64-column chunks per group. Block: 32 * warps threads; dynamic
+// shared memory: K/G * 16 * 8 bytes of (s, c), then warps * MT * 512 bytes for the reduction.
+extern "C" __global__ void __launch_bounds__(W4_THREADS)
+w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restrict__ qw,
+       const F2* __restrict__ sc, u16* __restrict__ y, int M, int K, int cpg, int ldx, int ldy) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int gid = lane >> 2;
+    const int tile = blockIdx.x;
+    const int chunks = K >> 6, groups = chunks / cpg;
+    const int c0 = (warp * groups / warps) * cpg, c1 = ((warp + 1) * groups / warps) * cpg;
+    const U4* wq = qw + (size_t)tile * chunks * 32 + lane;
+
+    U4 bufa[S], bufb[S];
+    if (c0 < c1) load_stage(bufa, wq, c0, c1);  // the first loads go out before anything else
+
+    F2* s_sc = reinterpret_cast<F2*>(smem);
+    float* s_red = reinterpret_cast<float*>(smem + (size_t)groups * 16 * sizeof(F2));
+    const F2* tsc = sc + (size_t)tile * groups * 16;
+    for (int i = threadIdx.x; i < groups * 16; i += blockDim.x) s_sc[i] = tsc[i];
+    __syncthreads();
+
+    // B fragments. The layout gives thread (gid, tig) the 16 columns 16 tig .. 16 tig + 15 of
+    // each chunk (k-tile j: 4j .. 4j + 3), so its activations for a chunk are two 16-byte
+    // loads. Token rows past M read a zero row (xz), so no load sits behind a branch.
+    const U4* xr[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        const int tok = mt * 8 + gid;
+        xr[mt] = reinterpret_cast<const U4*>(tok < M ? x + (size_t)tok * ldx : xz) + 2 * (lane & 3);
+    }
+    State st;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st.tot[mt][e] = st.acc[mt][e] = st.accx[mt][e] = 0.f;
+    st.in_group = 0;
+    st.g = c0 / cpg;
+
+    for (int cs = c0; cs < c1; cs += 2 * S) {  // two register buffers in turn: no copies
+        if (cs + S < c1) load_stage(bufb, wq, cs + S, c1);
+        compute_stage(st, bufa, xr, cs, c0, c1, cpg, s_sc, gid);
+        if (cs + S >= c1) break;
+        if (cs + 2 * S < c1) load_stage(bufa, wq, cs + 2 * S, c1);
+        compute_stage(st, bufb, xr, cs + S, c0, c1, cpg, s_sc, gid);
+    }
+
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s_red[((warp * MT + mt) * 4 + e) * 32 + lane] = st.tot[mt][e];
+    __syncthreads();
+    for (int i = threadIdx.x; i < MT * 128; i += blockDim.x) {
+        float v = 0.f;
+        for (int w = 0; w < warps; ++w) v += s_red[w * MT * 128 + i];  // fixed order: deterministic
+        const int mt = i >> 7, e = (i >> 5) & 3, ln = i & 31;
+        const int row = tile * 16 + (ln >> 2) + (e >= 2 ? 8 : 0);
+        const int tok = mt * 8 + 2 * (ln & 3) + (e & 1);
+        if (tok < M) y[(size_t)tok * ldy + row] = to_half<BF16>(v);
+    }
+}
