@@ -1,4 +1,4 @@
-"""int4 weight-only matmul on the GPU: our Triton kernels vs bf16 cuBLAS vs torch's int4pack.
+"""int4 weight-only matmul on the GPU: our kernels (Triton, and CUDA for M <= 16) vs bf16 cuBLAS vs torch's int4pack.
 
     python benchmarks/kernels/int4_matmul.py --results results
     TRITON_INTERPRET=1 python benchmarks/kernels/int4_matmul.py --device cpu   # dry run, tiny shapes
@@ -6,11 +6,12 @@
 Llama-3-8B projection shapes, M (tokens) 1 .. 4096, group size 128. Every implementation is
 first checked against ``kernels/int4_matmul/ref.py`` on the GPU with the shared tolerance
 table; one that fails is reported and not timed, and if ours fails nothing is recorded.
-Our first call per (shape, M bucket) times the candidate plans (gemv / mma / fold / dequant
-+ cuBLAS, a few tile and split-K choices each) as this benchmark does (back-to-back calls
+Our first call per (shape, M bucket) times the candidate plans (Triton gemv / mma / fold /
+dequant + cuBLAS, a few tile and split-K choices each; for M <= 16 also the CUDA tensor-core
+kernel ``w4mma`` in a few warp and stage configurations, where NVRTC is found) as this benchmark does (back-to-back calls
 over weight copies past the L2, in a CUDA graph, median) and keeps the fastest: that is
-``triton_int4``. The fastest plan of every other variant is timed beside it as
-``triton_int4[<variant>]``, each checked against ``ref`` first, so the record shows what
+``ours_int4``. The fastest plan of every other variant is timed beside it as
+``ours_int4[<variant>]``, each checked against ``ref`` first, so the record shows what
 each route reaches. Timing: ``sparsebench.measure.kernelbench.time_calls`` (distinct
 operand copies per call so the L2 never holds the weights, calls captured in a CUDA graph,
 CUDA events). Writes one kernel record under ``results/kernels/``; the table at the end
@@ -126,13 +127,13 @@ def print_summary(rec, winners: dict[tuple[str, int], str]) -> None:
     """Per shape and M: our speed-up, int4pack's, every variant's, and the plan that won."""
     speed = {(r["shape"], r["m"], r["impl"]): r["speedup"] for r in rec.ratios}
     base = {(c.params["shape"], c.params["m"]): c.p50_ms for c in rec.cases if c.impl == rec.baseline_impl}
-    variants = sorted({i for (_, _, i) in speed if i.startswith("triton_int4[")})
-    head = ["shape", "M", "bf16 us", "ours", "int4pack", *[v.removeprefix("triton_int4") for v in variants], "won"]
+    variants = sorted({i for (_, _, i) in speed if i.startswith("ours_int4[")})
+    head = ["shape", "M", "bf16 us", "ours", "int4pack", *[v.removeprefix("ours_int4") for v in variants], "won"]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for (shape, m), ms in base.items():
         cells = [shape, str(m), f"{ms * 1e3:.1f}"]
         cells += [f"{speed[(shape, m, i)]:.2f}x" if (shape, m, i) in speed else "-"
-                  for i in ("triton_int4", "torch_int4pack", *variants)]
+                  for i in ("ours_int4", "torch_int4pack", *variants)]
         print("| " + " | ".join(cells + [winners.get((shape, m), "-")]) + " |")
 
 
@@ -194,13 +195,13 @@ def main(argv: list[str] | None = None) -> int:
                 assert_close(fast.int4_matmul(xs, *qs[0][1:], GROUP, plan=plan), want)
             impls = {
                 "bf16_cublas": [lambda w=w, xs=xs: F.linear(xs, w) for w in ws],
-                "triton_int4": [lambda t=t, xs=xs: int4_matmul(xs, t[1], t[2], t[3], GROUP, impl="triton") for t in qs],
+                "ours_int4": [lambda t=t, xs=xs: int4_matmul(xs, t[1], t[2], t[3], GROUP, impl="triton") for t in qs],
             }
             if tps:
                 impls["torch_int4pack"] = [lambda t=t, xs=xs: torch._weight_int4pack_mm(xs, t[0], GROUP, t[1])
                                            for t in tps]
             for variant, plan in others.items():
-                impls[f"triton_int4[{variant}]"] = [
+                impls[f"ours_int4[{variant}]"] = [
                     lambda t=t, xs=xs, plan=plan: fast.int4_matmul(xs, t[1], t[2], t[3], GROUP, plan=plan) for t in qs]
             line = [f"{name:13s} M={m:5d}"]
             params = {"shape": name, "n": n, "k": k, "m": m, "group": GROUP}

@@ -6,7 +6,9 @@ A ``Plan`` names a variant and its tiles:
 * ``mma``: decode-sized M (<= 64) on tensor cores, codes fed as ``BIAS + q`` pairs, the
   group map applied to tile sums (needs the group to be a multiple of 64);
 * ``fold``: per-weight dequantization in registers then tensor cores (prefill, small groups);
-* ``dequant``: dequantize the whole weight to the activation dtype, then cuBLAS.
+* ``dequant``: dequantize the whole weight to the activation dtype, then cuBLAS;
+* ``w4mma``: M <= 16 on tensor cores in CUDA (``w4_mma.cu`` through ``cuda.py``, compiled
+  by NVRTC; a weight layout repacked for the mma fragments), where NVRTC and a GPU are found.
 
 On a GPU the first call for a (shape, M bucket, dtype) times the candidate plans (after
 checking each against ``ref``) the way a decode step runs them: back-to-back calls over a
@@ -39,7 +41,7 @@ LOCKS = 1 << 16
 
 @dataclass(frozen=True)
 class Plan:
-    variant: str  # gemv | mma | fold | dequant
+    variant: str  # gemv | mma | fold | dequant | w4mma
     bn: int = 64
     bm: int = 16
     bk: int = 128
@@ -51,6 +53,8 @@ class Plan:
     def label(self) -> str:
         if self.variant == "dequant":
             return f"dequant[bn{self.bn} bk{self.bk} w{self.warps} chunks{self.split}]+cublas"
+        if self.variant == "w4mma":
+            return f"w4mma[w{self.warps} s{self.stages}]"
         tile = f"bn{self.bn}" + (f" bm{self.bm}" if self.variant != "gemv" else "")
         extra = "" if self.variant != "fold" else (" swap" if self.swap else " noswap")
         return f"{self.variant}[{tile} bk{self.bk} split{self.split} w{self.warps} s{self.stages}{extra}]"
@@ -87,9 +91,27 @@ def split_options(n_prog: int, k_tiles: int, sms: int) -> list[int]:
     return out
 
 
-def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int) -> list[Plan]:
-    """Plans worth timing on a GPU for this problem (about a dozen at most)."""
-    out: list[Plan] = []
+def cuda_plans(m: int, n: int, k: int, group: int, dtype: torch.dtype, device: torch.device | None) -> list[Plan]:
+    """The CUDA kernel's configurations for this problem, where it can run (warps per block
+    x chunks in flight; fewer warps with more in flight each, or more warps with fewer)."""
+    if device is None:
+        return []
+    from . import cuda
+
+    if cuda.why_not(m, n, k, group, dtype, device):
+        return []
+    out = []
+    for warps, stage in ((4, 4), (8, 4), (16, 4), (4, 8), (8, 8)):
+        if 32 * warps <= cuda.Config(warps, stage).threads_limit(m):
+            out.append(Plan("w4mma", warps=warps, stages=stage))
+    return out
+
+
+def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int,
+               device: torch.device | None = None) -> list[Plan]:
+    """Plans worth timing on a GPU for this problem (about a dozen, and the CUDA kernel's
+    configurations where ``device`` can run it)."""
+    out: list[Plan] = cuda_plans(m, n, k, group, dtype, device)
     bm = _m_tile(m)
 
     def with_splits(p: Plan, most: int = 3) -> list[Plan]:
@@ -172,6 +194,10 @@ def as_words(qweight: torch.Tensor, k: int) -> tuple[torch.Tensor, int]:
 def run(plan: Plan, x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor,
         group: int) -> torch.Tensor:
     """``x2 [M, K] @ W^T`` with one plan; returns ``[M, N]`` in ``x2.dtype``."""
+    if plan.variant == "w4mma":
+        from . import cuda
+
+        return cuda.run(x2, qweight, scales, offsets, group, cuda.Config(plan.warps, plan.stages))
     m, k = x2.shape
     n = qweight.shape[0]
     q32, kp = as_words(qweight, k)
@@ -300,7 +326,7 @@ def _tune(key: tuple, x2, qweight, scales, offsets, group: int) -> Plan:
     plans: dict[str, Plan] = {}
     best: tuple[float, Plan] | None = None
     copies = _weight_copies(qweight, scales, offsets)
-    for plan in candidates(m, n, k, group, x2.dtype, sm_count(x2.device, off_gpu=8)):
+    for plan in candidates(m, n, k, group, x2.dtype, sm_count(x2.device, off_gpu=8), x2.device):
         try:
             if not _close(run(plan, x2, qweight, scales, offsets, group), want):
                 rejected[plan.label()] = "does not match ref"
