@@ -24,12 +24,15 @@ from . import tc_layout
 
 SOURCE_PATH = Path(__file__).with_name("w4_mma.cu")
 MAX_M = 16
+SMEM_LIMIT = 227 << 10  # a block's shared memory on sm_90 (sm_80: 163 KB; the launch reports it)
 
 
 @dataclass(frozen=True)
 class Config:
     warps: int = 8
-    stage: int = 4  # 64-column chunks whose loads are in flight while the previous ones compute
+    stage: int = 4  # 64-column chunks loaded together
+    pipe: int = 0  # 0: next stage in registers; D >= 2: a D-stage cp.async ring in shared memory
+    l2: bool = False  # cp.async with the L2 256-byte prefetch hint
 
     def threads_limit(self, m: int) -> int:
         """The most threads per block the compiled variant allows (its register budget)."""
@@ -56,15 +59,15 @@ _source: str | None = None
 _modules: dict[tuple, cuda_rtc.RtcModule] = {}
 
 
-def _function(dtype: torch.dtype, mt: int, stage: int, cpg: int, even: bool, threads: int,
+def _function(dtype: torch.dtype, mt: int, config: Config, cpg: int, even: bool, threads: int,
               device: torch.device) -> cuda_rtc.RtcFunction:
     global _source
-    key = (dtype, mt, stage, cpg, even, threads)
+    key = (dtype, mt, config.stage, config.pipe, config.l2, cpg, even, threads)
     if key not in _modules:
         if _source is None:
             _source = SOURCE_PATH.read_text()
-        defines = {"W4_BF16": int(dtype == torch.bfloat16), "W4_MT": mt, "W4_S": stage, "W4_CPG": cpg,
-                   "W4_EVEN": int(even), "W4_THREADS": threads}
+        defines = {"W4_BF16": int(dtype == torch.bfloat16), "W4_MT": mt, "W4_S": config.stage, "W4_CPG": cpg,
+                   "W4_EVEN": int(even), "W4_THREADS": threads, "W4_PIPE": config.pipe, "W4_L2": int(config.l2)}
         _modules[key] = cuda_rtc.RtcModule(_source, [f"-D{k}={v}" for k, v in defines.items()], name="w4_mma.cu")
     return _modules[key].function("w4_mma", device)
 
@@ -141,6 +144,8 @@ def run(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: 
     threads = 32 * config.warps
     if config.warps < 1 or threads > config.threads_limit(m):
         raise ValueError(f"{config}: at most {config.threads_limit(m) // 32} warps for this variant")
+    if config.pipe == 1 or config.pipe < 0:
+        raise ValueError(f"{config}: pipe is 0 (registers) or a ring of at least 2 stages")
     if x2.stride(-1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:
         x2 = x2.contiguous()  # rows of 16-byte aligned loads
     words, sc = packed(qweight, scales, offsets, group, x2.dtype)
@@ -148,9 +153,11 @@ def run(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: 
     mt = 1 if m <= 8 else 2
     even = groups % config.warps == 0 and (groups // config.warps * cpg) % config.stage == 0
     static_cpg = cpg if cpg in (1, 2, 4, 8) and config.stage % cpg == 0 else 0
-    fn = _function(x2.dtype, mt, config.stage, static_cpg, even, config.threads_limit(m), x2.device)
+    smem = groups * 16 * 8 + config.warps * mt * 512 + config.warps * config.pipe * config.stage * 512
+    if smem > SMEM_LIMIT:
+        raise ValueError(f"{config} needs {smem} bytes of shared memory for K={k}, group {group}; at most {SMEM_LIMIT}")
+    fn = _function(x2.dtype, mt, config, static_cpg, even, config.threads_limit(m), x2.device)
     y = torch.empty((m, n), dtype=x2.dtype, device=x2.device)
-    smem = groups * 16 * 8 + config.warps * mt * 512
     fn.launch((n // 16,), (threads,), [x2, _zero_row(k, x2.dtype, x2.device), words, sc, y, m, k, cpg,
                                        x2.stride(0), y.stride(0)], smem=smem,
               stream=torch.cuda.current_stream(x2.device).cuda_stream)

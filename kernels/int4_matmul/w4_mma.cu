@@ -35,6 +35,32 @@ __device__ __forceinline__ U4 load_x(const U4* p) {  // eight activations (L1-ca
     return v;
 }
 
+__device__ __forceinline__ u32 shared_address(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+
+__device__ __forceinline__ void copy_async16(u32 dst, const U4* src) {  // global -> shared, bypassing L1
+#if W4_L2
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+#else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+
+template <int N> __device__ __forceinline__ void wait_copies() {  // all but the newest N groups landed
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ U4 load_shared(u32 a) {
+    U4 v;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a) : "memory");
+    return v;
+}
+
 template <bool BF16> __device__ __forceinline__ u32 biased_pair(u32 w) {
     u32 r;
     if (BF16) asm("lop3.b32 %0, %1, 0x000F000F, 0x43004300, 0xEA;" : "=r"(r) : "r"(w));
@@ -63,7 +89,10 @@ template <bool BF16> __device__ __forceinline__ u16 to_half(float v) {
 // Configuration, set by the launcher with -D (one small module per configuration):
 //   W4_BF16 (1: bf16, 0: fp16), W4_MT (n8 token tiles: 1 for M <= 8, 2 for M <= 16),
 //   W4_S (chunks per stage), W4_CPG (chunks per group; 0: given at run time),
-//   W4_EVEN (1: every warp's chunk count is a multiple of W4_S, no tail checks), W4_THREADS.
+//   W4_EVEN (1: every warp's chunk count is a multiple of W4_S, no tail checks), W4_THREADS,
+//   W4_PIPE (0: the next stage's loads go to registers; D >= 2: a ring of D stages per warp in
+//   shared memory filled by cp.async, D - 1 of them in flight, no registers held for them),
+//   W4_L2 (1: cp.async asks the L2 to fetch 256 bytes at a time).
 #ifndef W4_BF16
 #define W4_BF16 1
 #define W4_MT 1
@@ -71,6 +100,12 @@ template <bool BF16> __device__ __forceinline__ u16 to_half(float v) {
 #define W4_CPG 2
 #define W4_EVEN 1
 #define W4_THREADS 256
+#endif
+#ifndef W4_PIPE
+#define W4_PIPE 0
+#endif
+#ifndef W4_L2
+#define W4_L2 0
 #endif
 #define BF16 (W4_BF16 != 0)
 #define MT W4_MT
@@ -148,7 +183,8 @@ __device__ __forceinline__ void compute_stage(State& st, const U4 (&buf)[S], con
 
 // x [M, ldx] (K used), xz: K zeros, qw [N/16, K/64, 32, 4] words, sc [N/16, K/G, 16] (s, c)
 // pairs, y [M, ldy]. cpg: 64-column chunks per group. Block: 32 * warps threads; dynamic
-// shared memory: K/G * 16 * 8 bytes of (s, c), then warps * MT * 512 bytes for the reduction.
+// shared memory: K/G * 16 * 8 bytes of (s, c), then warps * MT * 512 bytes for the reduction,
+// then (W4_PIPE) warps * W4_PIPE * S * 512 bytes of weight ring.
 extern "C" __global__ void __launch_bounds__(W4_THREADS)
 w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restrict__ qw,
        const F2* __restrict__ sc, u16* __restrict__ y, int M, int K, int cpg, int ldx, int ldy) {
@@ -160,11 +196,31 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
     const int c0 = (warp * groups / warps) * cpg, c1 = ((warp + 1) * groups / warps) * cpg;
     const U4* wq = qw + (size_t)tile * chunks * 32 + lane;
 
-    U4 bufa[S], bufb[S];
-    if (c0 < c1) load_stage(bufa, wq, c0, c1);  // the first loads go out before anything else
-
     F2* s_sc = reinterpret_cast<F2*>(smem);
     float* s_red = reinterpret_cast<float*>(smem + (size_t)groups * 16 * sizeof(F2));
+#if W4_PIPE
+    // each thread copies and later reads only its own 16 bytes of every chunk, so its own
+    // cp.async.wait_group is all the synchronisation the ring needs
+    constexpr int D = W4_PIPE;
+    const u32 ring = shared_address(s_red + warps * MT * 128) + (u32)(warp * D * S * 512 + lane * 16);
+    const int stages = (c1 - c0 + S - 1) / S;
+    auto issue = [&](int st) {
+        const int cs = c0 + st * S;
+        const u32 dst = ring + (u32)((st % D) * S * 512);
+#pragma unroll
+        for (int i = 0; i < S; ++i)
+            if (W4_EVEN || cs + i < c1) copy_async16(dst + i * 512, wq + (size_t)(cs + i) * 32);
+    };
+#pragma unroll
+    for (int d = 0; d < D - 1; ++d) {  // the first D - 1 stages go out before anything else
+        if (d < stages) issue(d);
+        commit_copies();
+    }
+#else
+    U4 bufa[S], bufb[S];
+    if (c0 < c1) load_stage(bufa, wq, c0, c1);  // the first loads go out before anything else
+#endif
+
     const F2* tsc = sc + (size_t)tile * groups * 16;
     for (int i = threadIdx.x; i < groups * 16; i += blockDim.x) s_sc[i] = tsc[i];
     __syncthreads();
@@ -186,6 +242,20 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
     st.in_group = 0;
     st.g = c0 / cpg;
 
+#if W4_PIPE
+    for (int s = 0; s < stages; ++s) {
+        if (s + D - 1 < stages) issue(s + D - 1);  // into the slot stage s - 1 used (already read)
+        commit_copies();
+        wait_copies<D - 1>();  // stage s has landed
+        const int cs = c0 + s * S;
+        const u32 src = ring + (u32)((s % D) * S * 512);
+        U4 buf[S];
+#pragma unroll
+        for (int i = 0; i < S; ++i)
+            buf[i] = (W4_EVEN || cs + i < c1) ? load_shared(src + i * 512) : U4{0, 0, 0, 0};
+        compute_stage(st, buf, xr, cs, c0, c1, cpg, s_sc, gid);
+    }
+#else
     for (int cs = c0; cs < c1; cs += 2 * S) {  // two register buffers in turn: no copies
         if (cs + S < c1) load_stage(bufb, wq, cs + S, c1);
         compute_stage(st, bufa, xr, cs, c0, c1, cpg, s_sc, gid);
@@ -193,6 +263,7 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
         if (cs + 2 * S < c1) load_stage(bufa, wq, cs + 2 * S, c1);
         compute_stage(st, bufb, xr, cs + S, c0, c1, cpg, s_sc, gid);
     }
+#endif
 
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)

@@ -84,6 +84,7 @@ def test_the_tuner_offers_the_cuda_kernel_only_where_it_can_run():
     assert fast.cuda_plans(1, 4096, 4096, 128, torch.bfloat16, None) == []
     assert fast.cuda_plans(1, 4096, 4096, 128, torch.bfloat16, torch.device("cpu")) == []
     assert fast.Plan("w4mma", warps=8, stages=4).label() == "w4mma[w8 s4]"
+    assert fast.Plan("w4mma", warps=4, stages=4, pipe=8, l2=True).label() == "w4mma[w4 s4 p8 l2]"
 
 
 # ---- on a GPU ---------------------------------------------------------------------------
@@ -98,7 +99,9 @@ def _cuda_ready():
 
 needs_rtc = pytest.mark.skipif(not _cuda_ready(), reason="needs a CUDA device and NVRTC")
 
-CONFIGS = [(4, 4), (8, 4), (16, 4), (4, 8), (8, 8), (3, 4), (5, 8)]  # 3, 5 warps: uneven shares
+CONFIGS = [(4, 4, 0, False), (8, 4, 0, False), (16, 4, 0, False), (4, 8, 0, False), (8, 8, 0, False),
+           (3, 4, 0, False), (5, 8, 0, False),  # 3, 5 warps: uneven shares
+           (4, 4, 4, False), (8, 4, 2, False), (16, 4, 3, True), (5, 4, 8, True), (3, 8, 3, False)]  # cp.async rings
 GPU_CASES = [  # m, n, k, group
     (1, 48, 192, 64), (3, 48, 192, 64), (8, 64, 1024, 128), (9, 64, 1024, 128), (16, 32, 1024, 128),
     (1, 1024, 4096, 128), (2, 4096, 14336, 128), (1, 32, 2048, 1024), (1, 16, 64, 64),
@@ -115,8 +118,8 @@ def test_cuda_kernel_matches_ref(m, n, k, group, dtype):
     _, packed, scales, offsets = (t.cuda() for t in _layer(n, k, group, dtype, seed=m + n))
     x = torch.randn(m, k, device="cuda").to(dtype)
     want = ref.int4_matmul(x, packed, scales, offsets, group)
-    for warps, stage in CONFIGS:
-        config = cuda.Config(warps, stage)
+    for warps, stage, pipe, l2 in CONFIGS:
+        config = cuda.Config(warps, stage, pipe, l2)
         if 32 * warps > config.threads_limit(m):
             continue
         got = cuda.run(x, packed, scales, offsets, group, config)
