@@ -61,6 +61,16 @@ __device__ __forceinline__ U4 load_shared(u32 a) {
     return v;
 }
 
+// Each warp copies the (s, c) pairs of its own groups into the block's table: one latency for
+// all of them, in flight with the first weights (a plain load-then-store loop waits one DRAM
+// round trip per iteration, several microseconds on a long K).
+__device__ __forceinline__ void copy_scales(F2* s_sc, const F2* sc, int tile, int groups, int g0, int g1,
+                                            int lane) {
+    const U4* src = reinterpret_cast<const U4*>(sc + ((size_t)tile * groups + g0) * 16);
+    const u32 dst = shared_address(s_sc + g0 * 16);
+    for (int i = lane; i < (g1 - g0) * 8; i += 32) copy_async16(dst + i * 16, src + i);
+}
+
 template <bool BF16> __device__ __forceinline__ u32 biased_pair(u32 w) {
     u32 r;
     if (BF16) asm("lop3.b32 %0, %1, 0x000F000F, 0x43004300, 0xEA;" : "=r"(r) : "r"(w));
@@ -211,6 +221,7 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
         for (int i = 0; i < S; ++i)
             if (W4_EVEN || cs + i < c1) copy_async16(dst + i * 512, wq + (size_t)(cs + i) * 32);
     };
+    copy_scales(s_sc, sc, tile, groups, c0 / cpg, c1 / cpg, lane);  // in stage 0's group
 #pragma unroll
     for (int d = 0; d < D - 1; ++d) {  // the first D - 1 stages go out before anything else
         if (d < stages) issue(d);
@@ -219,11 +230,9 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
 #else
     U4 bufa[S], bufb[S];
     if (c0 < c1) load_stage(bufa, wq, c0, c1);  // the first loads go out before anything else
+    copy_scales(s_sc, sc, tile, groups, c0 / cpg, c1 / cpg, lane);
+    commit_copies();
 #endif
-
-    const F2* tsc = sc + (size_t)tile * groups * 16;
-    for (int i = threadIdx.x; i < groups * 16; i += blockDim.x) s_sc[i] = tsc[i];
-    __syncthreads();
 
     // B fragments. The layout gives thread (gid, tig) the 16 columns 16 tig .. 16 tig + 15 of
     // each chunk (k-tile j: 4j .. 4j + 3), so its activations for a chunk are two 16-byte
@@ -246,7 +255,8 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
     for (int s = 0; s < stages; ++s) {
         if (s + D - 1 < stages) issue(s + D - 1);  // into the slot stage s - 1 used (already read)
         commit_copies();
-        wait_copies<D - 1>();  // stage s has landed
+        wait_copies<D - 1>();  // stage s (and, with stage 0, the warp's scales) has landed
+        __syncwarp();  // ... for every lane of the warp: the scales were copied by all of them
         const int cs = c0 + s * S;
         const u32 src = ring + (u32)((s % D) * S * 512);
         U4 buf[S];
@@ -256,6 +266,8 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
         compute_stage(st, buf, xr, cs, c0, c1, cpg, s_sc, gid);
     }
 #else
+    wait_copies<0>();  // the scales, while stage 0's weights are still on their way
+    __syncwarp();
     for (int cs = c0; cs < c1; cs += 2 * S) {  // two register buffers in turn: no copies
         if (cs + S < c1) load_stage(bufb, wq, cs + S, c1);
         compute_stage(st, bufa, xr, cs, c0, c1, cpg, s_sc, gid);
