@@ -33,6 +33,7 @@ class Config:
     stage: int = 4  # 64-column chunks loaded together
     pipe: int = 0  # 0: next stage in registers; D >= 2: a D-stage cp.async ring in shared memory
     l2: bool = False  # cp.async with the L2 256-byte prefetch hint
+    prefetch: bool = False  # each warp bulk-prefetches its chunks into the L2 first (sm_90)
 
     def threads_limit(self, m: int) -> int:
         """The most threads per block the compiled variant allows (its register budget)."""
@@ -62,12 +63,13 @@ _modules: dict[tuple, cuda_rtc.RtcModule] = {}
 def _function(dtype: torch.dtype, mt: int, config: Config, cpg: int, even: bool, threads: int,
               device: torch.device) -> cuda_rtc.RtcFunction:
     global _source
-    key = (dtype, mt, config.stage, config.pipe, config.l2, cpg, even, threads)
+    key = (dtype, mt, config.stage, config.pipe, config.l2, config.prefetch, cpg, even, threads)
     if key not in _modules:
         if _source is None:
             _source = SOURCE_PATH.read_text()
         defines = {"W4_BF16": int(dtype == torch.bfloat16), "W4_MT": mt, "W4_S": config.stage, "W4_CPG": cpg,
-                   "W4_EVEN": int(even), "W4_THREADS": threads, "W4_PIPE": config.pipe, "W4_L2": int(config.l2)}
+                   "W4_EVEN": int(even), "W4_THREADS": threads, "W4_PIPE": config.pipe, "W4_L2": int(config.l2),
+                   "W4_PF": int(config.prefetch)}
         _modules[key] = cuda_rtc.RtcModule(_source, [f"-D{k}={v}" for k, v in defines.items()], name="w4_mma.cu")
     return _modules[key].function("w4_mma", device)
 

@@ -51,13 +51,14 @@ class Plan:
     swap: bool = True
     pipe: int = 0  # w4mma: cp.async ring depth (0: registers)
     l2: bool = False  # w4mma: L2 256-byte prefetch hint on its copies
+    prefetch: bool = False  # w4mma: bulk L2 prefetch of each warp's chunks first
 
     def label(self) -> str:
         if self.variant == "dequant":
             return f"dequant[bn{self.bn} bk{self.bk} w{self.warps} chunks{self.split}]+cublas"
         if self.variant == "w4mma":
             return f"w4mma[w{self.warps} s{self.stages}" + (f" p{self.pipe}" if self.pipe else "") + (
-                " l2" if self.l2 else "") + "]"
+                " l2" if self.l2 else "") + (" pf" if self.prefetch else "") + "]"
         tile = f"bn{self.bn}" + (f" bm{self.bm}" if self.variant != "gemv" else "")
         extra = "" if self.variant != "fold" else (" swap" if self.swap else " noswap")
         return f"{self.variant}[{tile} bk{self.bk} split{self.split} w{self.warps} s{self.stages}{extra}]"
@@ -108,9 +109,11 @@ def cuda_plans(m: int, n: int, k: int, group: int, dtype: torch.dtype, device: t
     configs += [cuda.Config(w, s, pipe=d, l2=l2) for w, s, d, l2 in  # cp.async rings in shared memory
                 ((4, 4, 4, False), (8, 4, 4, False), (16, 4, 3, False), (4, 4, 8, False), (8, 4, 4, True),
                  (4, 4, 8, True))]
+    configs += [cuda.Config(w, s, prefetch=True) for w, s in ((4, 4), (8, 4), (16, 4), (4, 8), (8, 2))]
+    configs += [cuda.Config(w, s, pipe=d, prefetch=True) for w, s, d in ((8, 4, 2), (4, 4, 4))]
     for c in configs:
         if 32 * c.warps <= c.threads_limit(m):
-            out.append(Plan("w4mma", warps=c.warps, stages=c.stage, pipe=c.pipe, l2=c.l2))
+            out.append(Plan("w4mma", warps=c.warps, stages=c.stage, pipe=c.pipe, l2=c.l2, prefetch=c.prefetch))
     return out
 
 
@@ -204,7 +207,8 @@ def run(plan: Plan, x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tenso
     if plan.variant == "w4mma":
         from . import cuda
 
-        return cuda.run(x2, qweight, scales, offsets, group, cuda.Config(plan.warps, plan.stages, plan.pipe, plan.l2))
+        return cuda.run(x2, qweight, scales, offsets, group, cuda.Config(plan.warps, plan.stages, plan.pipe, plan.l2,
+                                                                         plan.prefetch))
     m, k = x2.shape
     n = qweight.shape[0]
     q32, kp = as_words(qweight, k)

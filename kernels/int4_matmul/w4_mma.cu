@@ -49,6 +49,15 @@ __device__ __forceinline__ void copy_async16(u32 dst, const U4* src) {  // globa
 #endif
 }
 
+// Ask the L2 for a contiguous range of global memory (sm_90 bulk prefetch: one instruction,
+// no registers or shared memory held, so a warp's later chunks are on their way from DRAM
+// while its first ones are computed and its own loads then meet them in the L2).
+__device__ __forceinline__ void prefetch_l2(const void* p, u32 bytes) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
 __device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 
 template <int N> __device__ __forceinline__ void wait_copies() {  // all but the newest N groups landed
@@ -102,7 +111,8 @@ template <bool BF16> __device__ __forceinline__ u16 to_half(float v) {
 //   W4_EVEN (1: every warp's chunk count is a multiple of W4_S, no tail checks), W4_THREADS,
 //   W4_PIPE (0: the next stage's loads go to registers; D >= 2: a ring of D stages per warp in
 //   shared memory filled by cp.async, D - 1 of them in flight, no registers held for them),
-//   W4_L2 (1: cp.async asks the L2 to fetch 256 bytes at a time).
+//   W4_L2 (1: cp.async asks the L2 to fetch 256 bytes at a time),
+//   W4_PF (1: each warp first asks the L2 to prefetch all of its chunks past the first stage).
 #ifndef W4_BF16
 #define W4_BF16 1
 #define W4_MT 1
@@ -116,6 +126,9 @@ template <bool BF16> __device__ __forceinline__ u16 to_half(float v) {
 #endif
 #ifndef W4_L2
 #define W4_L2 0
+#endif
+#ifndef W4_PF
+#define W4_PF 0
 #endif
 #define BF16 (W4_BF16 != 0)
 #define MT W4_MT
@@ -205,6 +218,10 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
     const int chunks = K >> 6, groups = chunks / cpg;
     const int c0 = (warp * groups / warps) * cpg, c1 = ((warp + 1) * groups / warps) * cpg;
     const U4* wq = qw + (size_t)tile * chunks * 32 + lane;
+
+#if W4_PF
+    if (lane == 0 && c0 + S < c1) prefetch_l2(wq + (size_t)(c0 + S) * 32, (u32)(c1 - c0 - S) * 512u);
+#endif
 
     F2* s_sc = reinterpret_cast<F2*>(smem);
     float* s_red = reinterpret_cast<float*>(smem + (size_t)groups * 16 * sizeof(F2));

@@ -99,9 +99,11 @@ def _cuda_ready():
 
 needs_rtc = pytest.mark.skipif(not _cuda_ready(), reason="needs a CUDA device and NVRTC")
 
-CONFIGS = [(4, 4, 0, False), (8, 4, 0, False), (16, 4, 0, False), (4, 8, 0, False), (8, 8, 0, False),
-           (3, 4, 0, False), (5, 8, 0, False),  # 3, 5 warps: uneven shares
-           (4, 4, 4, False), (8, 4, 2, False), (16, 4, 3, True), (5, 4, 8, True), (3, 8, 3, False)]  # cp.async rings
+CONFIGS = [(4, 4, 0, False, False), (8, 4, 0, False, False), (16, 4, 0, False, False), (4, 8, 0, False, False),
+           (8, 8, 0, False, False), (3, 4, 0, False, False), (5, 8, 0, False, False),  # 3, 5 warps: uneven shares
+           (4, 4, 4, False, False), (8, 4, 2, False, False), (16, 4, 3, True, False), (5, 4, 8, True, False),
+           (3, 8, 3, False, False),  # cp.async rings
+           (4, 4, 0, False, True), (5, 2, 0, False, True), (8, 4, 2, False, True)]  # L2 bulk prefetch first
 GPU_CASES = [  # m, n, k, group
     (1, 48, 192, 64), (3, 48, 192, 64), (8, 64, 1024, 128), (9, 64, 1024, 128), (16, 32, 1024, 128),
     (1, 1024, 4096, 128), (2, 4096, 14336, 128), (1, 32, 2048, 1024), (1, 16, 64, 64),
@@ -118,8 +120,8 @@ def test_cuda_kernel_matches_ref(m, n, k, group, dtype):
     _, packed, scales, offsets = (t.cuda() for t in _layer(n, k, group, dtype, seed=m + n))
     x = torch.randn(m, k, device="cuda").to(dtype)
     want = ref.int4_matmul(x, packed, scales, offsets, group)
-    for warps, stage, pipe, l2 in CONFIGS:
-        config = cuda.Config(warps, stage, pipe, l2)
+    for warps, stage, pipe, l2, prefetch in CONFIGS:
+        config = cuda.Config(warps, stage, pipe, l2, prefetch)
         if 32 * warps > config.threads_limit(m):
             continue
         got = cuda.run(x, packed, scales, offsets, group, config)
