@@ -130,6 +130,33 @@ def device_arch(device: torch.device) -> str:
     return f"sm_{major}{minor}"
 
 
+CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4
+CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6
+
+
+class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: id, padding, a 64-byte value union
+    _fields_ = [("id", ctypes.c_uint), ("pad", ctypes.c_char * 4), ("value", ctypes.c_uint * 16)]
+
+
+class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("smem", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attrs", ctypes.POINTER(_LaunchAttribute)), ("n_attrs", ctypes.c_uint)]
+
+
+def _attributes(pdl: bool, cluster: Sequence[int] | None) -> list[_LaunchAttribute]:
+    out = []
+    if pdl:  # this kernel may start before the one before it on the stream has finished
+        a = _LaunchAttribute(id=CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
+        a.value[0] = 1
+        out.append(a)
+    if cluster is not None:
+        a = _LaunchAttribute(id=CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION)
+        for i, v in enumerate(tuple(cluster) + (1,) * (3 - len(cluster))):
+            a.value[i] = v
+        out.append(a)
+    return out
+
+
 @dataclass
 class RtcFunction:
     """One compiled kernel; ``launch`` puts it on a stream (torch's current one by default)."""
@@ -139,9 +166,12 @@ class RtcFunction:
     _smem_limit: int = 48 << 10
 
     def launch(self, grid: Sequence[int], block: Sequence[int], args: Sequence[Any], smem: int = 0,
-               stream: int | None = None) -> None:
+               stream: int | None = None, pdl: bool = False, cluster: Sequence[int] | None = None) -> None:
         """``args``: tensors (passed as device pointers), Python ints (as 32-bit ints) or
-        ctypes values, in the kernel's parameter order."""
+        ctypes values, in the kernel's parameter order. ``pdl``: programmatic dependent launch
+        (sm_90: the kernel may start while the previous one drains; it must wait with
+        ``griddepcontrol.wait`` before reading that one's output). ``cluster``: thread-block
+        cluster dimensions (sm_90)."""
         if smem > self._smem_limit:
             _check_cu(_cuda().cuFuncSetAttribute(self.handle, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                                  ctypes.c_int(smem)), f"{self.name}: shared memory {smem}")
@@ -161,9 +191,18 @@ class RtcFunction:
         b = tuple(block) + (1,) * (3 - len(block))
         if stream is None:
             stream = torch.cuda.current_stream().cuda_stream  # (the caller's device is current)
-        _check_cu(_cuda().cuLaunchKernel(self.handle, *[ctypes.c_uint(v) for v in g], *[ctypes.c_uint(v) for v in b],
-                                         ctypes.c_uint(smem), ctypes.c_void_p(stream), params, None),
-                  f"launch {self.name} grid {g} block {b} smem {smem}")
+        what = f"launch {self.name} grid {g} block {b} smem {smem}"
+        attrs = _attributes(pdl, cluster)
+        if not attrs:
+            _check_cu(_cuda().cuLaunchKernel(self.handle, *[ctypes.c_uint(v) for v in g],
+                                             *[ctypes.c_uint(v) for v in b], ctypes.c_uint(smem),
+                                             ctypes.c_void_p(stream), params, None), what)
+            return
+        arr = (_LaunchAttribute * len(attrs))(*attrs)
+        config = _LaunchConfig((ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b), smem, ctypes.c_void_p(stream),
+                               ctypes.cast(arr, ctypes.POINTER(_LaunchAttribute)), len(attrs))
+        _check_cu(_cuda().cuLaunchKernelEx(ctypes.byref(config), self.handle, params, None),
+                  f"{what}{' pdl' if pdl else ''}{f' cluster {tuple(cluster)}' if cluster else ''}")
 
 
 class RtcModule:

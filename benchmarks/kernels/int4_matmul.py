@@ -12,7 +12,10 @@ kernel ``w4mma`` in a few warp and stage configurations, where NVRTC is found) a
 over weight copies past the L2, in a CUDA graph, median) and keeps the fastest: that is
 ``ours_int4``. The fastest plan of every other variant is timed beside it as
 ``ours_int4[<variant>]``, each checked against ``ref`` first, so the record shows what
-each route reaches. Timing: ``sparsebench.measure.kernelbench.time_calls`` (distinct
+each route reaches. Where ours is the CUDA kernel on a Hopper GPU it is also timed with
+programmatic dependent launch, ``ours_int4+pdl`` (``SPARSEBENCH_PDL=1``: each call's weight
+loads start while the call before it drains, as on the decode path ``...+pdl+graph``; cuBLAS
+and int4pack are launched as torch launches them). Timing: ``sparsebench.measure.kernelbench.time_calls`` (distinct
 operand copies per call so the L2 never holds the weights, calls captured in a CUDA graph,
 CUDA events). Writes one kernel record under ``results/kernels/``; the table at the end
 gives per shape and M our speed-up, int4pack's, and the plan that won.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -30,7 +34,9 @@ import torch.nn.functional as F
 
 from sparsebench.kernels.int4_matmul import int4_matmul, ref
 from sparsebench.kernels.int4_matmul import triton as fast
+from sparsebench.kernels.launch import hopper_or_newer
 from sparsebench.kernels.tolerances import assert_close
+from sparsebench.measure.decode_kernels import pdl_launches
 from sparsebench.store.kernel_records import KernelCase, new_kernel_record, write_kernel_record
 
 SHAPES = {  # name: (N, K) of y = x W^T, Llama-3-8B
@@ -128,12 +134,13 @@ def print_summary(rec, winners: dict[tuple[str, int], str]) -> None:
     speed = {(r["shape"], r["m"], r["impl"]): r["speedup"] for r in rec.ratios}
     base = {(c.params["shape"], c.params["m"]): c.p50_ms for c in rec.cases if c.impl == rec.baseline_impl}
     variants = sorted({i for (_, _, i) in speed if i.startswith("ours_int4[")})
-    head = ["shape", "M", "bf16 us", "ours", "int4pack", *[v.removeprefix("ours_int4") for v in variants], "won"]
+    head = ["shape", "M", "bf16 us", "ours", "ours+pdl", "int4pack", *[v.removeprefix("ours_int4") for v in variants],
+            "won"]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for (shape, m), ms in base.items():
         cells = [shape, str(m), f"{ms * 1e3:.1f}"]
         cells += [f"{speed[(shape, m, i)]:.2f}x" if (shape, m, i) in speed else "-"
-                  for i in ("ours_int4", "torch_int4pack", *variants)]
+                  for i in ("ours_int4", "ours_int4+pdl", "torch_int4pack", *variants)]
         print("| " + " | ".join(cells + [winners.get((shape, m), "-")]) + " |")
 
 
@@ -200,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             if tps:
                 impls["torch_int4pack"] = [lambda t=t, xs=xs: torch._weight_int4pack_mm(xs, t[0], GROUP, t[1])
                                            for t in tps]
+            if chosen.variant == "w4mma" and hopper_or_newer(xs.device):  # same calls, PDL launches
+                impls["ours_int4+pdl"] = impls["ours_int4"]
             for variant, plan in others.items():
                 impls[f"ours_int4[{variant}]"] = [
                     lambda t=t, xs=xs, plan=plan: fast.int4_matmul(xs, t[1], t[2], t[3], GROUP, plan=plan) for t in qs]
@@ -207,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             params = {"shape": name, "n": n, "k": k, "m": m, "group": GROUP}
             for impl, calls in impls.items():
                 wbytes = n * k * (2 if impl == "bf16_cublas" else 0.5)
-                p50 = time_case(rec, impl, params, calls, reps, device, wbytes)
+                with pdl_launches() if impl.endswith("+pdl") else nullcontext():
+                    p50 = time_case(rec, impl, params, calls, reps, device, wbytes)
                 if p50 is not None:
                     line.append(f"{impl}={p50 * 1e3:8.1f}us")
             print("  ".join(line) + f"  [ours: {chosen.label()}]", flush=True)

@@ -8,7 +8,8 @@ with every 16-byte load feeding four mma k-tiles directly (``tc_layout.py``).
 The weight is repacked once into that layout (``tc_layout.pack``) and kept beside the
 stored one for as long as the stored tensors live and are not modified in place; the first
 call for a weight must happen outside CUDA-graph capture (warm-ups and the tuner's eager
-call do that). ``Config`` is what the tuner varies: warps per block and chunks per stage.
+call do that). With ``SPARSEBENCH_PDL=1`` (``launch.pdl``) it launches with programmatic
+dependent launch: its weight loads overlap the previous kernel's tail. ``Config`` is what the tuner varies: warps per block and chunks per stage.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .. import cuda_rtc
+from .. import cuda_rtc, launch
 from . import tc_layout
 
 SOURCE_PATH = Path(__file__).with_name("w4_mma.cu")
@@ -83,6 +84,7 @@ class _Packed:
 
 
 _packed: dict[tuple[int, torch.dtype, int], _Packed] = {}
+_writes = [0]  # repacks and zero rows made so far: a call that made one launches without PDL
 _by_address: dict[tuple[int, torch.dtype, int], tuple[int, torch.dtype, int]] = {}
 
 
@@ -106,6 +108,7 @@ def packed(qweight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, g
         raise RuntimeError("the CUDA int4 kernel repacks a weight on its first call; make that call before "
                            "capturing a CUDA graph")
     words, sc = tc_layout.pack(qweight, scales, offsets, group, dtype)
+    _writes[0] += 1
     key = (id(qweight), dtype, group)
     _packed[key] = _Packed(weakref.ref(qweight), stamp, words, sc)
     _by_address[(qweight.data_ptr(), dtype, group)] = key
@@ -131,6 +134,7 @@ def _zero_row(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
             raise RuntimeError("the CUDA int4 kernel's zero row is made on its first call; make that call "
                                "before capturing a CUDA graph")
         z = torch.zeros(max(k, 16384), dtype=dtype, device=device)
+        _writes[0] += 1
         _zeros[key] = z
     return z
 
@@ -150,7 +154,9 @@ def run(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: 
         raise ValueError(f"{config}: pipe is 0 (registers) or a ring of at least 2 stages")
     if x2.stride(-1) != 1 or x2.stride(0) % 8 or x2.data_ptr() % 16:
         x2 = x2.contiguous()  # rows of 16-byte aligned loads
+    made = _writes[0]
     words, sc = packed(qweight, scales, offsets, group, x2.dtype)
+    zeros = _zero_row(k, x2.dtype, x2.device)
     groups, cpg = k // group, group // tc_layout.CHUNK
     mt = 1 if m <= 8 else 2
     even = groups % config.warps == 0 and (groups // config.warps * cpg) % config.stage == 0
@@ -160,7 +166,9 @@ def run(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: 
         raise ValueError(f"{config} needs {smem} bytes of shared memory for K={k}, group {group}; at most {SMEM_LIMIT}")
     fn = _function(x2.dtype, mt, config, static_cpg, even, config.threads_limit(m), x2.device)
     y = torch.empty((m, n), dtype=x2.dtype, device=x2.device)
-    fn.launch((n // 16,), (threads,), [x2, _zero_row(k, x2.dtype, x2.device), words, sc, y, m, k, cpg,
-                                       x2.stride(0), y.stride(0)], smem=smem,
-              stream=torch.cuda.current_stream(x2.device).cuda_stream)
+    # PDL lets the kernel read weights before the previous kernel ends: not if that one may
+    # be this call's repack or zeroing (then it is an ordinary launch)
+    fresh = _writes[0] != made
+    fn.launch((n // 16,), (threads,), [x2, zeros, words, sc, y, m, k, cpg, x2.stride(0), y.stride(0)], smem=smem,
+              stream=torch.cuda.current_stream(x2.device).cuda_stream, pdl=launch.pdl(x2.device) and not fresh)
     return y

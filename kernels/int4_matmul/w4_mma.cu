@@ -16,6 +16,8 @@
 // A block owns one 16-row tile and all of K: its warps split the groups, each streams its
 // chunks with the next S chunks' loads in flight while it computes the current S, and the
 // warps' partial sums meet in shared memory. No atomics, no workspace, no second launch.
+// Launched with programmatic dependent launch, a block issues its weight and scale loads
+// before it waits for the kernel that writes x.
 
 typedef unsigned int u32;
 typedef unsigned short u16;
@@ -55,6 +57,21 @@ __device__ __forceinline__ void copy_async16(u32 dst, const U4* src) {  // globa
 __device__ __forceinline__ void prefetch_l2(const void* p, u32 bytes) {
 #if __CUDA_ARCH__ >= 900
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
+// Programmatic dependent launch (sm_90; no-ops unless the launch asked for it): let the next
+// kernel on the stream start launching now, and wait for the previous one's results, which
+// only x is (weights, scales and the zero row are written by no kernel of this stream).
+__device__ __forceinline__ void allow_dependents() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_for_inputs() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
 
@@ -219,6 +236,7 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
     const int c0 = (warp * groups / warps) * cpg, c1 = ((warp + 1) * groups / warps) * cpg;
     const U4* wq = qw + (size_t)tile * chunks * 32 + lane;
 
+    allow_dependents();
 #if W4_PF
     if (lane == 0 && c0 + S < c1) prefetch_l2(wq + (size_t)(c0 + S) * 32, (u32)(c1 - c0 - S) * 512u);
 #endif
@@ -267,6 +285,8 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
         for (int e = 0; e < 4; ++e) st.tot[mt][e] = st.acc[mt][e] = st.accx[mt][e] = 0.f;
     st.in_group = 0;
     st.g = c0 / cpg;
+
+    wait_for_inputs();  // x comes from the kernel before (weights and scales are already on their way)
 
 #if W4_PIPE
     for (int s = 0; s < stages; ++s) {

@@ -159,3 +159,31 @@ def test_compile_errors_carry_the_nvrtc_log():
 
     with pytest.raises(cuda_rtc.RtcError, match="undefined|identifier"):
         cuda_rtc.compile_cubin('extern "C" __global__ void k() { nope(); }', "sm_80")
+
+
+@needs_rtc
+@pytest.mark.gpu
+def test_cuda_kernel_with_pdl_waits_for_the_kernel_that_writes_x(monkeypatch):
+    from sparsebench.kernels import launch
+    from sparsebench.kernels.int4_matmul import cuda
+
+    if not launch.hopper_or_newer(torch.device("cuda")):
+        pytest.skip("programmatic dependent launch needs sm_90")
+    monkeypatch.setenv(launch.PDL_ENV, "1")
+    _, packed, scales, offsets = (t.cuda() for t in _layer(256, 4096, 128, torch.bfloat16))
+    x = torch.randn(1, 4096, device="cuda").bfloat16()
+    cuda.run(x, packed, scales, offsets, 128, cuda.Config(4, 4, prefetch=True))  # repack: an ordinary launch
+    scales.mul_(0.5)  # in place, then at once a PDL-eligible call: the repack must finish first
+    got = cuda.run(x, packed, scales, offsets, 128, cuda.Config(4, 4, prefetch=True))
+    assert_close(got, ref.int4_matmul(x, packed, scales, offsets, 128))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        xs = x * 3 + 1  # the kernel this launch overlaps; its output is what the int4 kernel reads
+        out = cuda.run(xs, packed, scales, offsets, 128, cuda.Config(8, 4))
+        out2 = cuda.run(out[:, :128].repeat(1, 32).contiguous(), packed, scales, offsets, 128, cuda.Config(8, 2))
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        want = ref.int4_matmul(x * 3 + 1, packed, scales, offsets, 128)
+        assert_close(out, want)
+        assert_close(out2, ref.int4_matmul(want[:, :128].repeat(1, 32).contiguous(), packed, scales, offsets, 128))
