@@ -3,7 +3,8 @@
 Each op names its fast paths (``triton`` for most, ``cusparselt`` for 2:4). ``auto`` takes
 the first fast path usable for the tensor's device, else the reference. ``triton`` on CPU
 tensors works only under the interpreter (``TRITON_INTERPRET=1``), which is how CI checks
-every Triton kernel against its reference; ``cusparselt`` needs a CUDA tensor.
+every Triton kernel against its reference; ``cusparselt`` needs a CUDA tensor; ``cuda``
+(kernels compiled at run time with NVRTC, ``cuda_rtc``) needs a CUDA tensor and NVRTC.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-IMPLS = ("auto", "ref", "triton", "cusparselt")
+IMPLS = ("auto", "ref", "triton", "cusparselt", "cuda")
 
 
 def triton_available() -> bool:
@@ -46,6 +47,13 @@ def _why_not(fast: str, on_gpu: bool) -> str | None:
         if not cusparselt_available():
             return "impl='cusparselt' needs a torch build with cuSPARSELt (torch.backends.cusparselt)"
         return None
+    if fast == "cuda":
+        if not on_gpu:
+            return "impl='cuda' needs CUDA tensors (the NVRTC kernels have no CPU path)"
+        from . import cuda_rtc
+
+        ok, why = cuda_rtc.available()
+        return None if ok else f"impl='cuda': {why}"
     raise ValueError(f"unknown fast implementation {fast!r}")
 
 

@@ -15,6 +15,10 @@ weight copies (together well past the L2), CUDA events. At 50% every variant of 
 (kernel kind, tiles, stages, reduction, program count) is timed too, as ``triton[<label>]``
 cases (``--no-sweep`` skips them); the fastest of them, if it beats the default, is then
 timed at every other sparsity as well, so the record holds the winner's whole curve.
+Where NVRTC and a GPU are found, the CUDA kernel (``kernels/sparse_gemv/sparse_gemv.cu``) is
+checked against the reference in every configuration of ``CUDA_CONFIGS`` (0/50/90%, scalar
+and per-input thresholds) and each one that passes is timed at every sparsity as
+``cuda[<label>]`` (``--no-cuda`` skips them); the end table shows the best of them at 50%.
 On a Hopper or newer GPU the default is also timed with programmatic dependent launch, as
 ``triton+pdl`` (``SPARSEBENCH_PDL=1``: each call's launch and start overlap the call
 before it, as on the decode path ``compile-tuned+gemv+pdl+graph``; ``--no-pdl`` skips it).
@@ -44,6 +48,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sparsebench.kernels.sparse_gemv import cuda as sg_cuda
 from sparsebench.kernels.sparse_gemv import sparse_gemv_ref
 from sparsebench.kernels.sparse_gemv.config import (
     ENV,
@@ -92,6 +97,12 @@ SWEEP = tuple(GemvConfig.parse(s) for s in (
     "kind=mask,bn=64,bk=64,w=4,s=4", "kind=mask,bn=64,bk=64,w=4,s=4,p=264", "kind=mask,bn=128,bk=32,w=4,s=3",
     "kind=mask,bn=256,bk=32,w=4,s=2", "kind=mask,bn=512,bk=16,w=4,s=4", "kind=mask,bn=256,bk=32,w=4,s=3",
 ))
+# the CUDA kernel (issue #6): the per-shape default (s=0: K split over a cluster from the SM
+# count), tile widths (8 * ln columns), loads in flight per lane, a fixed split and none
+CUDA_CONFIGS = tuple(sg_cuda.Config.parse(s) for s in (
+    "w=8,ln=16,u=8,s=0", "w=8,ln=8,u=8,s=0", "w=4,ln=32,u=4,s=0", "w=8,ln=32,u=8,s=0", "w=16,ln=8,u=4,s=0",
+    "w=8,ln=4,u=8,s=0", "w=8,ln=16,u=4,s=0", "w=8,ln=16,u=16,s=0", "w=8,ln=16,u=8,s=4", "w=8,ln=16,u=8,s=1",
+))
 PROGRAMS_X_SM = (1, 2)  # the shape's default also at these many programs per SM (auto: 4)
 CPU_SWEEP = 4  # the dry run times this many of SWEEP only (spread over the list)
 
@@ -116,8 +127,15 @@ def make_operands(shapes: dict[str, tuple[int, int]], rows: int, device: str,
     return out
 
 
-def check(cfg: GemvConfig, operands: dict[str, tuple[torch.Tensor, ...]], sparsities: tuple[float, ...],
-          per_input: bool) -> dict[str, float]:
+def _call(cfg: GemvConfig | sg_cuda.Config) -> Any:
+    """The kernel call for a Triton or a CUDA configuration."""
+    if isinstance(cfg, sg_cuda.Config):
+        return partial(sg_cuda.sparse_gemv_cuda, config=cfg)
+    return partial(sparse_gemv_triton, config=cfg)
+
+
+def check(cfg: GemvConfig | sg_cuda.Config, operands: dict[str, tuple[torch.Tensor, ...]],
+          sparsities: tuple[float, ...], per_input: bool) -> dict[str, float]:
     """Max abs error per case of ``cfg`` against the reference; AssertionError on a mismatch."""
     errors = {}
     for name, (x, w_t, noise) in operands.items():
@@ -126,14 +144,14 @@ def check(cfg: GemvConfig, operands: dict[str, tuple[torch.Tensor, ...]], sparsi
                 t: float | torch.Tensor = threshold_for(x, s)
                 if per:
                     t = noise * 2 * max(float(t), 1e-3)
-                got = sparse_gemv_triton(x, w_t, t, config=cfg)
+                got = _call(cfg)(x, w_t, t)
                 want = sparse_gemv_ref(x, w_t, t)
                 assert_close(got, want)
                 errors[f"{name}_s{s:g}_{'per_input' if per else 'scalar'}"] = float((got.float() - want.float()).abs().max())
     return errors
 
 
-def try_check(cfg: GemvConfig, *args: Any) -> tuple[dict[str, float] | None, str]:
+def try_check(cfg: GemvConfig | sg_cuda.Config, *args: Any) -> tuple[dict[str, float] | None, str]:
     """``check`` that reports a mismatch or a compile error instead of raising."""
     try:
         return check(cfg, *args), ""
@@ -174,11 +192,12 @@ def summary_table(rec: Any, shapes: dict[str, tuple[int, int]], defaults: dict[s
     at50 = [r for r in rec.ratios if r["sparsity"] == 0.5]
     gbs = {(c.params["shape"], c.impl): c.extra.get("live_gbs", 0.0) for c in rec.cases if c.params["sparsity"] == 0.5}
     best: dict[str, Any] = {}
-    print(f"\n{'shape':8s} {'class':7s} {'default@50%':>11s} {'+pdl':>6s} {'best@50%':>9s} {'live GB/s':>9s}  "
-          "best variant (without PDL)")
+    print(f"\n{'shape':8s} {'class':7s} {'default@50%':>11s} {'+pdl':>6s} {'best@50%':>9s} {'live GB/s':>9s} "
+          f"{'cuda@50%':>9s}  best variant (without PDL); best cuda")
     for name, (k, n) in shapes.items():
         with_pdl = next((r["speedup"] for r in at50 if r["shape"] == name and r["impl"] == "triton+pdl"), float("nan"))
-        rows = [r for r in at50 if r["shape"] == name and r["impl"] != "triton+pdl"]
+        cuda_rows = [r for r in at50 if r["shape"] == name and r["impl"].startswith("cuda[")]
+        rows = [r for r in at50 if r["shape"] == name and r["impl"] != "triton+pdl" and not r["impl"].startswith("cuda[")]
         if not rows:
             continue
         d = next((r["speedup"] for r in rows if r["impl"] == "triton"), float("nan"))
@@ -187,8 +206,14 @@ def summary_table(rec: Any, shapes: dict[str, tuple[int, int]], defaults: dict[s
         label = defaults[name].label() if is_default else top["impl"][len("triton["):-1]
         best[name] = {"class": shape_class(n, k), "label": label, "speedup": top["speedup"], "default_speedup": d}
         best[name]["pdl_speedup"] = with_pdl
+        top_cuda = max(cuda_rows, key=lambda r: r["speedup"]) if cuda_rows else None
+        if top_cuda is not None:
+            best[name]["cuda"] = {"label": top_cuda["impl"][len("cuda["):-1], "speedup": top_cuda["speedup"],
+                                  "live_gbs": gbs.get((name, top_cuda["impl"]), 0.0)}
+        cuda_txt = f"{top_cuda['speedup']:8.2f}x" if top_cuda else f"{'-':>9s}"
         print(f"{name:8s} {best[name]['class']:7s} {d:10.2f}x {'-' if with_pdl != with_pdl else f'{with_pdl:.2f}x':>6s} {top['speedup']:8.2f}x "
-              f"{gbs.get((name, top['impl']), 0.0):9.0f}  {label}{' (the default)' if is_default else ''}")
+              f"{gbs.get((name, top['impl']), 0.0):9.0f} {cuda_txt}  {label}{' (the default)' if is_default else ''}"
+              + (f"; {top_cuda['impl']} ({best[name]['cuda']['live_gbs']:.0f} live GB/s)" if top_cuda else ""))
     if best:
         per_class = {b["class"]: b["label"] for b in best.values()}
         print(f"\nto make the winners default:\n  export {ENV}=\"" +
@@ -218,6 +243,33 @@ def check_sweeps(shapes: dict[str, tuple[int, int]], operands: dict[str, Any], d
             else:
                 sweeps[name].append(cfg)
     return sweeps, excluded
+
+
+def check_cuda(shapes: dict[str, tuple[int, int]], operands: dict[str, Any], rows: int,
+               sparsities: tuple[float, ...]) -> tuple[dict[str, list[sg_cuda.Config]], list[dict[str, str]], str]:
+    """The CUDA configurations that match the reference at each shape, those left out (why),
+    and why none were tried (empty when they were)."""
+    from sparsebench.kernels import cuda_rtc
+
+    ok, why = cuda_rtc.available()
+    if not ok:
+        return {n: [] for n in shapes}, [], why
+    passed: dict[str, list[sg_cuda.Config]] = {}
+    excluded: list[dict[str, str]] = []
+    for name, (k, n) in shapes.items():
+        passed[name] = []
+        for cfg in CUDA_CONFIGS:
+            refused = sg_cuda.why_not(rows, n, k, torch.bfloat16, torch.device("cuda"), cfg)
+            if refused:
+                excluded.append({"shape": name, "config": f"cuda[{cfg.label()}]", "error": refused})
+                continue
+            errors, err = try_check(cfg, {name: operands[name]}, sparsities, True)
+            if errors is None:
+                excluded.append({"shape": name, "config": f"cuda[{cfg.label()}]", "error": err})
+                print(f"!! {name}: left out cuda[{cfg.label()}]: {err}", file=sys.stderr)
+            else:
+                passed[name].append(cfg)
+    return passed, excluded, ""
 
 
 def make_record(correctness: dict[str, Any], defaults: dict[str, GemvConfig], fell_back: list[str], cpu: bool,
@@ -256,7 +308,8 @@ def _case(impl: str, params: dict[str, Any], samples: list[float], weight_bytes:
 
 
 def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvConfig], default: GemvConfig,
-               opts: argparse.Namespace, sparsities: tuple[float, ...], reps: int, g: torch.Generator) -> None:
+               opts: argparse.Namespace, sparsities: tuple[float, ...], reps: int, g: torch.Generator,
+               cuda_configs: list[sg_cuda.Config] = ()) -> None:
     """cuBLAS and the default at every sparsity, the sweep at 50%, on distinct weight copies."""
     from sparsebench.measure.kernelbench import copies_for, time_calls_on
 
@@ -283,10 +336,11 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
             variants += [(f"triton[{c.label()}]", c) for c in variants_at_50]
         elif best is not None:
             variants.append((f"triton[{best.label()}]", best))
+        variants += [(f"cuda[{c.label()}]", c) for c in cuda_configs]
         timed, cfg_of = [], {}
         for impl, cfg in variants:
-            calls = [lambda wt=wt, x=x, t=t, cfg=cfg: sparse_gemv_triton(x, wt, t, config=cfg)
-                     for wt, x, t in zip(wts, xs, ts, strict=True)]
+            fn = _call(cfg)
+            calls = [lambda wt=wt, x=x, t=t, fn=fn: fn(x, wt, t) for wt, x, t in zip(wts, xs, ts, strict=True)]
             try:
                 with pdl_launches() if impl == "triton+pdl" else nullcontext():
                     c = _case(impl, params, time_calls(calls, reps), wbytes, live)
@@ -303,7 +357,8 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
             line += f"  triton {c.p50_ms * 1e3:8.2f}us  speed-up {base.p50_ms / c.p50_ms:5.2f}x"
         for c in (c for c in timed if c.impl == "triton+pdl"):
             line += f"  +pdl {base.p50_ms / c.p50_ms:5.2f}x"
-        others = [c for c in timed if c.impl not in ("triton", "triton+pdl")]
+        others = [c for c in timed if c.impl not in ("triton", "triton+pdl") and not c.impl.startswith("cuda[")]
+        cudas = [c for c in timed if c.impl.startswith("cuda[")]
         if s == 0.5 and others:
             fastest = min(others, key=lambda c: c.p50_ms)
             line += f"  best of {len(timed)}: {base.p50_ms / fastest.p50_ms:5.2f}x {fastest.impl}"
@@ -313,6 +368,9 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
                 rec.notes.append(f"curve 0..90% also timed at {name} for the best variant at 50%: {best.label()}")
         elif others:
             line += f"  best@50% {others[0].p50_ms * 1e3:8.2f}us  {base.p50_ms / others[0].p50_ms:5.2f}x"
+        if cudas:
+            top = min(cudas, key=lambda c: c.p50_ms)
+            line += f"  cuda best {base.p50_ms / top.p50_ms:5.2f}x {top.impl}"
         lines[s] = f"{name:8s} s={s:.1f}  {line}"
         if s == 0.5:
             print(lines[s], flush=True)
@@ -336,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=150.0,
                    help="sweep variants still unchecked (uncompiled) after 60%% of this are left out")
     p.add_argument("--profile", default=None, help="hardware profile id for the record (default: auto; cpu on cpu)")
+    p.add_argument("--no-cuda", dest="cuda", action="store_false",
+                   help="skip the CUDA kernel (sparse_gemv.cu) cases")
     p.add_argument("--no-pdl", dest="pdl", action="store_false",
                    help="skip the triton+pdl cases (taken only on a Hopper or newer GPU)")
     args = p.parse_args(argv)
@@ -370,6 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     sm = sm_count(torch.device(device))
     sweeps, excluded = ({n: [] for n in shapes}, []) if args.no_sweep else check_sweeps(
         shapes, operands, defaults, sm, cpu, started + 0.6 * args.budget_s)
+    cuda_cfgs, cuda_excluded, cuda_why = ({n: [] for n in shapes}, [], "not asked for (--no-cuda)" if not args.cuda
+                                          else "no GPU (dry run)")
+    if args.cuda and not cpu:
+        cuda_cfgs, cuda_excluded, cuda_why = check_cuda(shapes, operands, args.rows, (0.0, 0.5, 0.9))
+    if cuda_why:
+        print(f"cuda cases skipped: {cuda_why}")
+    else:
+        print(f"cuda: {sum(map(len, cuda_cfgs.values()))} configuration cases match ref, "
+              f"{len(cuda_excluded)} left out")
+    excluded = excluded + cuda_excluded
     del operands
     fell_back = [n for n in shapes if defaults[n] == FALLBACK]
     print(f"correctness vs ref passed for the defaults{f' (FALLBACK at {fell_back})' if fell_back else ''}; "
@@ -378,17 +448,21 @@ def main(argv: list[str] | None = None) -> int:
                    "dtype": str(dtype).removeprefix("torch."), "rows": args.rows,
                    "tolerance": TOLERANCES[str(dtype).removeprefix("torch.")], "defaults": report,
                    "sweep": "each timed triton[...] variant matched ref at 50% (scalar threshold) at its shape",
+                   "cuda": ("each timed cuda[...] configuration matched ref at 0/50/90% (scalar and per-input "
+                            "thresholds) at its shape") if not cuda_why else f"not run: {cuda_why}",
                    "excluded": excluded}
     rec = make_record(correctness, defaults, fell_back, cpu, not args.no_ceilings, args.profile)
     g = torch.Generator().manual_seed(1)
     for name, (k, n) in shapes.items():
         time_shape(rec, name, k, n, sweeps[name], defaults[name], args, (0.0, 0.5, 0.9) if cpu else SPARSITIES,
-                   min(args.reps, 2) if cpu else args.reps, g)
+                   min(args.reps, 2) if cpu else args.reps, g, cuda_cfgs[name])
     rec.add_ratios(("shape", "sparsity"))
     best = summary_table(rec, shapes, defaults)
     for name, b in best.items():
         rec.notes.append(f"best at 50% for {name} ({b['class']}): {b['speedup']:.3f}x with {b['label']} "
                          f"(default {b['default_speedup']:.3f}x)")
+        if "cuda" in b:
+            rec.notes.append(f"best cuda at 50% for {name}: {b['cuda']['speedup']:.3f}x with cuda[{b['cuda']['label']}]")
     print(f"\ntotal {time.time() - started:.0f}s")
     if results:
         from sparsebench.store.kernel_records import write_kernel_record

@@ -1,13 +1,15 @@
 """Thresholded sparse GEMV: ``y = W[:, keep] @ x[keep]`` with ``keep = |x| > threshold``.
 
-The public entry point of the op (definition in ``ref.py``, fast path in ``triton.py``).
+The public entry point of the op (definition in ``ref.py``, fast paths in ``triton.py`` and
+``cuda.py`` / ``sparse_gemv.cu``).
 The weight is passed transposed, ``w_t [K, N]`` contiguous (``linear.weight.t().contiguous()``),
 so the fast path reads one contiguous row per surviving input.
 
 ``impl``: ``ref`` (the definition), ``triton`` (the GEMV kernels for up to ``MAX_ROWS`` rows,
 configured per shape class in ``config.py``; more rows, as in a prefill, are a GEMM: the
 inputs are masked and multiplied densely by cuBLAS, where skipping single columns cannot
-pay), ``auto`` (triton on CUDA, else ref).
+pay), ``cuda`` (``sparse_gemv.cu`` compiled with NVRTC, bf16/fp16, N a multiple of 8; the
+same masked GEMM for more rows), ``auto`` (triton on CUDA, else ref; it does not pick cuda).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..dispatch import choose_impl
 from .ref import keep_mask, sparse_gemv_ref
 
 MAX_ROWS = 8
+FAST = ("triton", "cuda")  # the fast paths impl= may name (auto takes triton only)
 
 __all__ = ["MAX_ROWS", "describe", "keep_mask", "masked_matmul", "sparse_gemv", "sparse_gemv_ref"]
 
@@ -33,21 +36,46 @@ def masked_matmul(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.T
 def sparse_gemv(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.Tensor,
                 impl: str = "auto", bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x [..., K]``, ``w_t [K, N]``, ``threshold`` a float or a ``[K]`` tensor -> ``[..., N]``."""
-    path = choose_impl(impl, x)
+    path = _path(impl, x)
     if path == "ref":
         return sparse_gemv_ref(x, w_t, threshold, bias)
-    if x.numel() // max(x.shape[-1], 1) > MAX_ROWS:
+    rows = x.numel() // max(x.shape[-1], 1)
+    if rows > MAX_ROWS:
         return masked_matmul(x, w_t, threshold, bias)
+    if path == "cuda":
+        from . import cuda
+
+        why = cuda.why_not(rows, w_t.shape[1], w_t.shape[0], x.dtype, x.device)
+        if why:
+            raise ValueError(f"impl='cuda': {why}")
+        return cuda.sparse_gemv_cuda_op(x, w_t, threshold, bias)
     from .triton import sparse_gemv_op
 
     return sparse_gemv_op(x, w_t, threshold, bias)
 
 
+def _path(impl: str, x: torch.Tensor) -> str:
+    """``auto`` resolves as before the CUDA kernel existed (triton on CUDA, else ref); ``cuda``
+    is taken only when asked for."""
+    if impl == "auto":
+        return choose_impl(impl, x)
+    return choose_impl(impl, x, FAST)
+
+
+
 def describe(impl: str, device: str) -> str:
     """What runs for ``impl`` on ``device``, for a record's ``kernels`` field."""
-    path = choose_impl(impl, torch.empty(0, device=device))
+    path = _path(impl, torch.empty(0, device=device))
     if path == "ref":
         return "sparse_gemv ref (PyTorch, fp32 accumulation)"
+    if path == "cuda":
+        from .config import SHAPE_CLASSES
+        from .cuda import default_config
+
+        examples = {"narrow": (1024, 4096), "square": (4096, 4096), "wide": (14336, 4096), "deep": (4096, 14336)}
+        per_class = "; ".join(f"{c}: {default_config(*examples[c]).label()}" for c in SHAPE_CLASSES)
+        return (f"sparse_gemv cuda (sparse_gemv.cu via NVRTC; {per_class}; s=0: K split over a cluster "
+                f"from the SM count; <= {MAX_ROWS} rows); masked cuBLAS GEMM for more rows")
     from .config import SHAPE_CLASSES, default_config_for_class
 
     per_class = "; ".join(f"{c}: {default_config_for_class(c).label()}" for c in SHAPE_CLASSES)
