@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One GPU lease, many steps: install, then each named step under its own time limit, every
 # output (records, logs) gathered into one archive under $OUT (the lease returns few files).
-#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP copy two4 spmm gemv dgemv sdattn int4 bsa topk probe e2e kv prefill stages
+#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP copy two4 spmm gemv dgemv sdattn int4 ncu bsa topk probe e2e kv prefill stages
 #   (t:OP = only tests/kernels/test_OP.py; INT4_ARGS, GEMV_ARGS: more int4 / sparse GEMV benchmark options; E2E_METHODS, E2E_PATH (one or more decode paths) choose the end-to-end runs;
-#   E2E_PREFILL: their prefill lengths (default 512 2048); E2E_ARGS: more benchgpu options; PROBE_ARGS, PROBE_LIMIT: the decode probe's options and
+#   E2E_PREFILL: their prefill lengths (default 512 2048); E2E_ARGS: more benchgpu options; NCU_CONFIGS, NCU_SHAPE: the int4 kernel configs ncu reads; PROBE_ARGS, PROBE_LIMIT: the decode probe's options and
 #   time limit; the GPU's clocks, temperature and power are sampled every 250 ms into clocks.csv)
 # Records land in W/results/{runs,kernels}; copy them into results/ after checking them.
 # The GPU machine has no network: pydantic and its deps travel as wheels in .whl/ (see
@@ -66,6 +66,11 @@ for s in "$@"; do
                      --methods ${E2E_METHODS:-dense rtn teal magnitude wanda} --kernel fast \
                      --decode-path "$path" \
                      --prefill-lengths ${E2E_PREFILL:-512 2048} --decode-context 512 --results "$R" --profile "$PROFILE" ${E2E_ARGS:-}
+             done ;;
+        ncu) for cfg in ${NCU_CONFIGS:-w8,s4}; do  # hardware counters of one CUDA int4 call per config
+                 step ${NCU_LIMIT:-90} ncu --clock-control none -k w4_mma -s 2 -c 1 --section SpeedOfLight \
+                     --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
+                     python3 benchmarks/kernels/int4_profile.py --shape ${NCU_SHAPE:-down_proj} --config "$cfg"
              done ;;
         *) echo "unknown step $s" | tee -a "$LOG" ;;
     esac
