@@ -4,9 +4,10 @@ Layout: ``qweight`` ``[N, K/2]`` uint8, two 4-bit codes per byte along K (even c
 low nibble); ``scales`` and ``offsets`` ``[N, ceil(K/G)]`` (the last group may be shorter);
 ``W = q * scale + offset``.
 
-The Triton path (``triton.py``, kernels in ``tiles.py``) picks a plan per shape and M
-bucket: a tensor-core decode kernel, a CUDA-core GEMV, a fused dequantize-and-multiply
-kernel or dequantize + cuBLAS, timed on first use on a GPU.
+The fast path (``triton.py``, Triton kernels in ``tiles.py``) picks a plan per shape and M
+bucket, timed on first use on a GPU: for M <= 16 the CUDA tensor-core kernel ``w4_mma.cu``
+(``cuda.py``, compiled by NVRTC, where NVRTC is found) or a Triton tensor-core / CUDA-core
+kernel; for more rows a fused dequantize-and-multiply kernel or dequantize + cuBLAS.
 """
 
 from __future__ import annotations

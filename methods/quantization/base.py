@@ -82,7 +82,9 @@ class QuantMethod(Method):
                 "weight_relative_error_layer_mean": Metric(value=sum(per_layer) / n if n else 0.0, direction="lower"),
                 "bits_per_weight": Metric(value=grid.bits + groups_bits, direction="lower", unit="bits"),
             },
-            kernels={"linear": "triton int4_matmul (W4A16, dequantized in registers)" if fast == {True}
+            kernels={"linear": ("int4_matmul W4A16, tuned per shape and M bucket: CUDA tensor-core "
+                                "w4_mma for M <= 16 where NVRTC is found, else Triton; prefill: "
+                                "dequantize + cuBLAS") if fast == {True}
                      else "dequantize packed weight + torch.nn.functional.linear (reference)"},
             notes=["weight_relative_error = ||W - W_q|| / ||W|| over all decoder linears, W as loaded; the "
                    "default model's weights are themselves dequantized 4-bit GGUF (Q4_1, groups of 32), so "
