@@ -9,10 +9,14 @@ so the fast path reads one contiguous row per surviving input.
 configured per shape class in ``config.py``; more rows, as in a prefill, are a GEMM: the
 inputs are masked and multiplied densely by cuBLAS, where skipping single columns cannot
 pay), ``cuda`` (``sparse_gemv.cu`` compiled with NVRTC, bf16/fp16, N a multiple of 8; the
-same masked GEMM for more rows), ``auto`` (triton on CUDA, else ref; it does not pick cuda).
+same masked GEMM for more rows), ``auto`` (on CUDA the fast path ``fast_impl()`` names:
+triton unless ``SPARSEBENCH_SPARSE_GEMV_IMPL=cuda``, and triton where the CUDA kernel
+refuses a shape; else ref).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -20,9 +24,19 @@ from ..dispatch import choose_impl
 from .ref import keep_mask, sparse_gemv_ref
 
 MAX_ROWS = 8
-FAST = ("triton", "cuda")  # the fast paths impl= may name (auto takes triton only)
+FAST = ("triton", "cuda")  # the fast paths impl= may name
+IMPL_ENV = "SPARSEBENCH_SPARSE_GEMV_IMPL"
 
-__all__ = ["MAX_ROWS", "describe", "keep_mask", "masked_matmul", "sparse_gemv", "sparse_gemv_ref"]
+
+def fast_impl() -> str:
+    """The fast path ``auto`` takes on a GPU (and the methods' ``kernel: fast``): ``triton``
+    unless ``SPARSEBENCH_SPARSE_GEMV_IMPL`` names ``cuda``."""
+    value = os.environ.get(IMPL_ENV, "").strip() or "triton"
+    if value not in FAST:
+        raise ValueError(f"{IMPL_ENV}={value!r}: expected one of {', '.join(FAST)}")
+    return value
+
+__all__ = ["FAST", "IMPL_ENV", "MAX_ROWS", "describe", "fast_impl", "keep_mask", "masked_matmul", "sparse_gemv", "sparse_gemv_ref"]
 
 
 def masked_matmul(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.Tensor,
@@ -46,21 +60,20 @@ def sparse_gemv(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.Ten
         from . import cuda
 
         why = cuda.why_not(rows, w_t.shape[1], w_t.shape[0], x.dtype, x.device)
-        if why:
+        if not why:
+            return cuda.sparse_gemv_cuda_op(x, w_t, threshold, bias)
+        if impl == "cuda":
             raise ValueError(f"impl='cuda': {why}")
-        return cuda.sparse_gemv_cuda_op(x, w_t, threshold, bias)
     from .triton import sparse_gemv_op
 
     return sparse_gemv_op(x, w_t, threshold, bias)
 
 
 def _path(impl: str, x: torch.Tensor) -> str:
-    """``auto`` resolves as before the CUDA kernel existed (triton on CUDA, else ref); ``cuda``
-    is taken only when asked for."""
-    if impl == "auto":
-        return choose_impl(impl, x)
+    """``auto``: ref off the GPU (or triton under the interpreter), ``fast_impl()`` on it."""
+    if impl == "auto":  # the named fast path first, where it can run (cuda needs NVRTC)
+        return choose_impl(impl, x, ("cuda", "triton") if fast_impl() == "cuda" else ("triton",))
     return choose_impl(impl, x, FAST)
-
 
 
 def describe(impl: str, device: str) -> str:

@@ -16,7 +16,7 @@ from torch import nn
 
 from sparsebench.api import ApplyContext, Method, MethodResult, Metric
 from sparsebench.kernels.dispatch import choose_impl
-from sparsebench.kernels.sparse_gemv import describe
+from sparsebench.kernels.sparse_gemv import FAST, describe, fast_impl
 
 from ..layerwise import Block, process_layerwise
 from .calibrate import greedy_allocation, group_sites, quantile_threshold, scaled_thresholds
@@ -95,7 +95,7 @@ class ActivationSparsity(Method):
             return "ref"
         if ctx.kernel == "fast":
             try:
-                return choose_impl("triton", probe)
+                return choose_impl(fast_impl(), probe, FAST)
             except RuntimeError as exc:
                 notes.append(f"kernel 'fast' unavailable here ({exc}); the reference ran")
                 return "ref"

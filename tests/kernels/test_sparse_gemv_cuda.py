@@ -207,3 +207,18 @@ def test_cuda_graph_replay_matches_ref(cfg):
         graph.replay()
         torch.cuda.synchronize()
         assert_close(out, sparse_gemv_ref(x, w_t, t, bias))
+
+
+def test_the_fast_path_of_auto_is_named_by_the_environment(monkeypatch):
+    import sparsebench.kernels.sparse_gemv as sg
+
+    monkeypatch.delenv(sg.IMPL_ENV, raising=False)
+    assert sg.fast_impl() == "triton"
+    monkeypatch.setenv(sg.IMPL_ENV, "cuda")
+    assert sg.fast_impl() == "cuda"
+    x, w_t = torch.randn(1, 64), torch.randn(64, 8)
+    assert torch.equal(sg.sparse_gemv(x, w_t, 0.5), sg.sparse_gemv_ref(x, w_t, 0.5))  # CPU: auto is the reference
+    assert sg.describe("auto", "cpu").startswith("sparse_gemv ref")
+    monkeypatch.setenv(sg.IMPL_ENV, "cutlass")
+    with pytest.raises(ValueError, match="SPARSEBENCH_SPARSE_GEMV_IMPL='cutlass': expected one of triton, cuda"):
+        sg.fast_impl()
