@@ -94,11 +94,15 @@ class ActivationSparsity(Method):
         if ctx.kernel == "ref":
             return "ref"
         if ctx.kernel == "fast":
-            try:
-                return choose_impl(fast_impl(), probe, FAST)
-            except RuntimeError as exc:
-                notes.append(f"kernel 'fast' unavailable here ({exc}); the reference ran")
-                return "ref"
+            # the CUDA kernel falls back to Triton (NVRTC or a GPU missing), as auto does
+            tried = []
+            for impl in ("cuda", "triton") if fast_impl() == "cuda" else ("triton",):
+                try:
+                    return choose_impl(impl, probe, FAST)
+                except RuntimeError as exc:
+                    tried.append(f"{impl}: {exc}")
+            notes.append(f"kernel 'fast' unavailable here ({'; '.join(tried)}); the reference ran")
+            return "ref"
         return choose_impl("auto", probe)
 
 
