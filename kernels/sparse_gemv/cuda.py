@@ -22,6 +22,7 @@ import torch
 
 from .. import cuda_rtc
 from ..launch import cdiv, sm_count
+from .registered import register
 
 SOURCE_PATH = Path(__file__).with_name("sparse_gemv.cu")
 MAX_ROWS = 8
@@ -228,20 +229,4 @@ def sparse_gemv_cuda(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torc
     return out.reshape(*x.shape[:-1], n)
 
 
-@torch.library.custom_op("sparsebench::sparse_gemv_cuda", mutates_args=())
-def _sparse_gemv_cuda_op(x: torch.Tensor, w_t: torch.Tensor, threshold: torch.Tensor | None, t_scalar: float,
-                         bias: torch.Tensor | None) -> torch.Tensor:
-    return sparse_gemv_cuda(x, w_t, threshold if threshold is not None else t_scalar, bias)
-
-
-@_sparse_gemv_cuda_op.register_fake
-def _(x, w_t, threshold, t_scalar, bias):
-    return x.new_empty((*x.shape[:-1], w_t.shape[1]))
-
-
-def sparse_gemv_cuda_op(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.Tensor,
-                        bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``sparse_gemv_cuda`` as a registered op (``torch.ops.sparsebench.sparse_gemv_cuda``)."""
-    if isinstance(threshold, torch.Tensor):
-        return _sparse_gemv_cuda_op(x, w_t, threshold, 0.0, bias)
-    return _sparse_gemv_cuda_op(x, w_t, None, float(threshold), bias)
+sparse_gemv_cuda_op = register("sparse_gemv_cuda", sparse_gemv_cuda)

@@ -48,6 +48,7 @@ from .config import (
     plan,
     shape_class,
 )
+from .registered import register
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -476,22 +477,4 @@ def sparse_gemv_triton(x: torch.Tensor, w_t: torch.Tensor, threshold: float | to
     return out.reshape(*x.shape[:-1], n)
 
 
-@torch.library.custom_op("sparsebench::sparse_gemv", mutates_args=())
-def _sparse_gemv_op(x: torch.Tensor, w_t: torch.Tensor, threshold: torch.Tensor | None, t_scalar: float,
-                    bias: torch.Tensor | None) -> torch.Tensor:
-    return sparse_gemv_triton(x, w_t, threshold if threshold is not None else t_scalar, bias)
-
-
-@_sparse_gemv_op.register_fake
-def _(x, w_t, threshold, t_scalar, bias):
-    return x.new_empty((*x.shape[:-1], w_t.shape[1]))
-
-
-def sparse_gemv_op(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.Tensor,
-                   bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``sparse_gemv_triton`` as a registered op (``torch.ops.sparsebench.sparse_gemv``):
-    ``torch.compile`` keeps the call whole instead of tracing its plan cache and workspace
-    allocation (graph breaks, and a step that could not be captured in a CUDA graph)."""
-    if isinstance(threshold, torch.Tensor):
-        return _sparse_gemv_op(x, w_t, threshold, 0.0, bias)
-    return _sparse_gemv_op(x, w_t, None, float(threshold), bias)
+sparse_gemv_op = register("sparse_gemv", sparse_gemv_triton)
