@@ -18,7 +18,8 @@ timed at every other sparsity as well, so the record holds the winner's whole cu
 Where NVRTC and a GPU are found, the CUDA kernel (``kernels/sparse_gemv/sparse_gemv.cu``) is
 checked against the reference in every configuration of ``CUDA_CONFIGS`` (0/50/90%, scalar
 and per-input thresholds) and each one that passes is timed at every sparsity as
-``cuda[<label>]`` (``--no-cuda`` skips them); the end table shows the best of them at 50%.
+``cuda[<label>]`` (``--no-cuda`` skips them), and on a Hopper or newer GPU once more with
+programmatic dependent launch as ``cuda[<label>]+pdl``; the end table shows the best at 50%.
 On a Hopper or newer GPU the default is also timed with programmatic dependent launch, as
 ``triton+pdl`` (``SPARSEBENCH_PDL=1``: each call's launch and start overlap the call
 before it, as on the decode path ``compile-tuned+gemv+pdl+graph``; ``--no-pdl`` skips it).
@@ -97,11 +98,15 @@ SWEEP = tuple(GemvConfig.parse(s) for s in (
     "kind=mask,bn=64,bk=64,w=4,s=4", "kind=mask,bn=64,bk=64,w=4,s=4,p=264", "kind=mask,bn=128,bk=32,w=4,s=3",
     "kind=mask,bn=256,bk=32,w=4,s=2", "kind=mask,bn=512,bk=16,w=4,s=4", "kind=mask,bn=256,bk=32,w=4,s=3",
 ))
-# the CUDA kernel (issue #6): the per-shape default (s=0: K split over a cluster from the SM
-# count), tile widths (8 * ln columns), loads in flight per lane, a fixed split and none
+# the CUDA kernel (issue #6): the per-shape defaults (s=0: K split over a cluster from the SM
+# count; ln=8 for k/v, u=4 wider), the runners-up of the lease of 2026-12-03 (u=8, ln=4 for
+# k/v, ln=32, w=4 ln=32) and neighbours of the u=4 winner (u=2, u=6, 4 and 16 warps, ln=32,
+# a fixed split of 4); the clear losers of that lease (u=16, 16 warps of 64 columns, no split)
+# are left out
 CUDA_CONFIGS = tuple(sg_cuda.Config.parse(s) for s in (
-    "w=8,ln=16,u=8,s=0", "w=8,ln=8,u=8,s=0", "w=4,ln=32,u=4,s=0", "w=8,ln=32,u=8,s=0", "w=16,ln=8,u=4,s=0",
-    "w=8,ln=4,u=8,s=0", "w=8,ln=16,u=4,s=0", "w=8,ln=16,u=16,s=0", "w=8,ln=16,u=8,s=4", "w=8,ln=16,u=8,s=1",
+    "w=8,ln=16,u=4,s=0", "w=8,ln=8,u=8,s=0", "w=8,ln=16,u=8,s=0", "w=8,ln=4,u=8,s=0", "w=8,ln=32,u=8,s=0",
+    "w=4,ln=32,u=4,s=0", "w=8,ln=16,u=2,s=0", "w=8,ln=16,u=6,s=0", "w=4,ln=16,u=4,s=0", "w=16,ln=16,u=4,s=0",
+    "w=8,ln=32,u=4,s=0", "w=8,ln=16,u=4,s=4",
 ))
 PROGRAMS_X_SM = (1, 2)  # the shape's default also at these many programs per SM (auto: 4)
 CPU_SWEEP = 4  # the dry run times this many of SWEEP only (spread over the list)
@@ -193,10 +198,12 @@ def summary_table(rec: Any, shapes: dict[str, tuple[int, int]], defaults: dict[s
     gbs = {(c.params["shape"], c.impl): c.extra.get("live_gbs", 0.0) for c in rec.cases if c.params["sparsity"] == 0.5}
     best: dict[str, Any] = {}
     print(f"\n{'shape':8s} {'class':7s} {'default@50%':>11s} {'+pdl':>6s} {'best@50%':>9s} {'live GB/s':>9s} "
-          f"{'cuda@50%':>9s}  best variant (without PDL); best cuda")
+          f"{'cuda@50%':>9s} {'+pdl':>6s}  best variant (without PDL); best cuda; best cuda+pdl")
     for name, (k, n) in shapes.items():
         with_pdl = next((r["speedup"] for r in at50 if r["shape"] == name and r["impl"] == "triton+pdl"), float("nan"))
-        cuda_rows = [r for r in at50 if r["shape"] == name and r["impl"].startswith("cuda[")]
+        cuda_all = [r for r in at50 if r["shape"] == name and r["impl"].startswith("cuda[")]
+        cuda_rows = [r for r in cuda_all if not r["impl"].endswith("+pdl")]
+        cuda_pdl_rows = [r for r in cuda_all if r["impl"].endswith("+pdl")]
         rows = [r for r in at50 if r["shape"] == name and r["impl"] != "triton+pdl" and not r["impl"].startswith("cuda[")]
         if not rows:
             continue
@@ -210,10 +217,16 @@ def summary_table(rec: Any, shapes: dict[str, tuple[int, int]], defaults: dict[s
         if top_cuda is not None:
             best[name]["cuda"] = {"label": top_cuda["impl"][len("cuda["):-1], "speedup": top_cuda["speedup"],
                                   "live_gbs": gbs.get((name, top_cuda["impl"]), 0.0)}
+        top_pdl = max(cuda_pdl_rows, key=lambda r: r["speedup"]) if cuda_pdl_rows else None
+        if top_pdl is not None:
+            best[name]["cuda_pdl"] = {"label": top_pdl["impl"][len("cuda["):-len("]+pdl")],
+                                      "speedup": top_pdl["speedup"]}
         cuda_txt = f"{top_cuda['speedup']:8.2f}x" if top_cuda else f"{'-':>9s}"
+        cuda_txt += f" {top_pdl['speedup']:5.2f}x" if top_pdl else f" {'-':>6s}"
         print(f"{name:8s} {best[name]['class']:7s} {d:10.2f}x {'-' if with_pdl != with_pdl else f'{with_pdl:.2f}x':>6s} {top['speedup']:8.2f}x "
               f"{gbs.get((name, top['impl']), 0.0):9.0f} {cuda_txt}  {label}{' (the default)' if is_default else ''}"
-              + (f"; {top_cuda['impl']} ({best[name]['cuda']['live_gbs']:.0f} live GB/s)" if top_cuda else ""))
+              + (f"; {top_cuda['impl']} ({best[name]['cuda']['live_gbs']:.0f} live GB/s)" if top_cuda else "")
+              + (f"; {top_pdl['impl']}" if top_pdl else ""))
     if best:
         per_class = {b["class"]: b["label"] for b in best.values()}
         print(f"\nto make the winners default:\n  export {ENV}=\"" +
@@ -337,12 +350,13 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
         elif best is not None:
             variants.append((f"triton[{best.label()}]", best))
         variants += [(f"cuda[{c.label()}]", c) for c in cuda_configs]
+        variants += [(f"cuda[{c.label()}]+pdl", c) for c in cuda_configs if opts.pdl]
         timed, cfg_of = [], {}
         for impl, cfg in variants:
             fn = _call(cfg)
             calls = [lambda wt=wt, x=x, t=t, fn=fn: fn(x, wt, t) for wt, x, t in zip(wts, xs, ts, strict=True)]
             try:
-                with pdl_launches() if impl == "triton+pdl" else nullcontext():
+                with pdl_launches() if impl.endswith("+pdl") else nullcontext():
                     c = _case(impl, params, time_calls(calls, reps), wbytes, live)
             except Exception:  # e.g. fails only under graph capture: report it, time the others
                 print(f"!! {name} s={s:.1f}: timing {impl} failed:\n{traceback.format_exc(limit=2)}", file=sys.stderr)
@@ -358,7 +372,8 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
         for c in (c for c in timed if c.impl == "triton+pdl"):
             line += f"  +pdl {base.p50_ms / c.p50_ms:5.2f}x"
         others = [c for c in timed if c.impl not in ("triton", "triton+pdl") and not c.impl.startswith("cuda[")]
-        cudas = [c for c in timed if c.impl.startswith("cuda[")]
+        cudas = [c for c in timed if c.impl.startswith("cuda[") and not c.impl.endswith("+pdl")]
+        cudas_pdl = [c for c in timed if c.impl.startswith("cuda[") and c.impl.endswith("+pdl")]
         if s == 0.5 and others:
             fastest = min(others, key=lambda c: c.p50_ms)
             line += f"  best of {len(timed)}: {base.p50_ms / fastest.p50_ms:5.2f}x {fastest.impl}"
@@ -371,6 +386,9 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
         if cudas:
             top = min(cudas, key=lambda c: c.p50_ms)
             line += f"  cuda best {base.p50_ms / top.p50_ms:5.2f}x {top.impl}"
+        if cudas_pdl:
+            top = min(cudas_pdl, key=lambda c: c.p50_ms)
+            line += f"  cuda+pdl best {base.p50_ms / top.p50_ms:5.2f}x {top.impl}"
         lines[s] = f"{name:8s} s={s:.1f}  {line}"
         if s == 0.5:
             print(lines[s], flush=True)
@@ -397,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-cuda", dest="cuda", action="store_false",
                    help="skip the CUDA kernel (sparse_gemv.cu) cases")
     p.add_argument("--no-pdl", dest="pdl", action="store_false",
-                   help="skip the triton+pdl cases (taken only on a Hopper or newer GPU)")
+                   help="skip the triton+pdl and cuda[...]+pdl cases (taken only on a Hopper or newer GPU)")
     args = p.parse_args(argv)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -463,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"(default {b['default_speedup']:.3f}x)")
         if "cuda" in b:
             rec.notes.append(f"best cuda at 50% for {name}: {b['cuda']['speedup']:.3f}x with cuda[{b['cuda']['label']}]")
+        if "cuda_pdl" in b:
+            rec.notes.append(f"best cuda with PDL at 50% for {name}: {b['cuda_pdl']['speedup']:.3f}x with "
+                             f"cuda[{b['cuda_pdl']['label']}]+pdl")
     print(f"\ntotal {time.time() - started:.0f}s")
     if results:
         from sparsebench.store.kernel_records import write_kernel_record

@@ -125,6 +125,23 @@ __device__ __forceinline__ float load_cluster(const float* local, u32 rank) {  /
 }
 #endif
 
+// Programmatic dependent launch (sm_90; no-ops unless the launch asked for it, SPARSEBENCH_PDL=1):
+// let the next kernel on the stream start launching now, and wait for the previous one's
+// results before the first read of anything it may have written (x, a freshly converted
+// threshold vector or bias): the launch, the blocks' start and their set-up overlap the
+// previous kernel's drain. Every global read and write of this kernel comes after the wait.
+__device__ __forceinline__ void allow_dependents() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_for_inputs() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // Input k of the rows: whether some row keeps it, and (more rows) the kept 16-bit values.
 __device__ __forceinline__ bool scan_input(const u16* __restrict__ x, int ldx, int m, int k, bool ok,
                                            const float* __restrict__ t_vec, float t_scalar, u16 (&xs)[SG_M]) {
@@ -166,6 +183,8 @@ sparse_gemv(const u16* __restrict__ x, int ldx, int m, const u16* __restrict__ w
     const int s0 = k_lo + warp * kw;
     const int s1 = min(k_hi, s0 + kw);
     const u32 below = (1u << lane) - 1u;
+    allow_dependents();
+    wait_for_inputs();
 
     // count pass: how many inputs of the slice live in some row
     int count = 0;

@@ -14,7 +14,7 @@ from sparsebench.kernels.sparse_gemv import cuda, sparse_gemv, sparse_gemv_ref
 from sparsebench.kernels.tolerances import assert_close
 
 # what the benchmark sweeps (benchmarks/kernels/sparse_gemv.py CUDA_CONFIGS) and the edges
-CONFIGS = [cuda.Config(), cuda.Config(lanes_n=8), cuda.Config(warps=4, lanes_n=32, unroll=4),
+CONFIGS = [cuda.Config(), cuda.Config(unroll=4), cuda.Config(lanes_n=8), cuda.Config(warps=4, lanes_n=32, unroll=4),
            cuda.Config(warps=16, lanes_n=8, unroll=4), cuda.Config(lanes_n=4, unroll=16),
            cuda.Config(split=1), cuda.Config(split=2, warps=2), cuda.Config(warps=1, lanes_n=16, unroll=1)]
 
@@ -207,6 +207,53 @@ def test_cuda_graph_replay_matches_ref(cfg):
         graph.replay()
         torch.cuda.synchronize()
         assert_close(out, sparse_gemv_ref(x, w_t, t, bias))
+
+
+@needs_rtc
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", [cuda.Config(unroll=4), cuda.Config(lanes_n=8, split=1)], ids=lambda c: c.label())
+def test_with_pdl_each_call_waits_for_the_kernel_that_writes_its_input(monkeypatch, cfg):
+    """A chain of square layers, each reading the output of the call before it (a kernel that
+    lets its dependents start at once), the first behind a threshold converted to fp32 by a
+    kernel just before the launch: eager, then replayed in a CUDA graph on new inputs."""
+    from sparsebench.kernels import launch
+
+    if not launch.hopper_or_newer(torch.device("cuda")):
+        pytest.skip("programmatic dependent launch needs sm_90")
+    monkeypatch.setenv(launch.PDL_ENV, "1")
+    g = torch.Generator(device="cuda").manual_seed(5)
+    ws = [(torch.randn(2048, 2048, device="cuda", generator=g) / 2048 ** 0.5).bfloat16() for _ in range(4)]
+    x = torch.randn(1, 2048, device="cuda", generator=g).bfloat16()
+    t64 = torch.full((2048,), 0.4, device="cuda", dtype=torch.float64)  # the first call converts it
+    t = 0.4
+
+    def chain(h, gemv):
+        outs = [gemv(h, ws[0], t64)]
+        for w in ws[1:]:
+            outs.append(gemv(outs[-1], w, t))
+        return outs
+
+    def ours(h, w, th):
+        return cuda.sparse_gemv_cuda(h, w, th, config=cfg)
+
+    def ref_gemv(h, w, th):
+        return sparse_gemv_ref(h, w, th.float() if isinstance(th, torch.Tensor) else th)
+
+    def check(outs):  # each call against the reference on what the call before it wrote
+        prev = x
+        for i, (got, w) in enumerate(zip(outs, ws, strict=True)):
+            assert_close(got, ref_gemv(prev, w, t64 if i == 0 else t))
+            prev = got
+
+    check(chain(x, ours))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = chain(x, ours)
+    for seed in range(3):
+        x.copy_(torch.randn(x.shape, device="cuda", generator=torch.Generator(device="cuda").manual_seed(seed)))
+        graph.replay()
+        torch.cuda.synchronize()
+        check(outs)
 
 
 def test_the_fast_path_of_auto_is_named_by_the_environment(monkeypatch):
