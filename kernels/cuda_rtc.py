@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+INCLUDE_DIR = os.path.dirname(os.path.abspath(__file__))  # pdl.cuh and other shared headers
 NVRTC_ENV = "SPARSEBENCH_NVRTC"  # path of libnvrtc.so, when it is not found on its own
 _NVRTC_NAMES = ("libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2")
 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
@@ -107,7 +108,8 @@ def compile_cubin(source: str, arch: str, options: Sequence[str] = (), name: str
     _check_nvrtc(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None),
                  "nvrtcCreateProgram")
     try:
-        opts = [f"--gpu-architecture={arch}", "--std=c++17", *options]
+        # the sources' shared headers (pdl.cuh) live beside this module
+        opts = [f"--gpu-architecture={arch}", "--std=c++17", f"--include-path={INCLUDE_DIR}", *options]
         argv = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
         rc = lib.nvrtcCompileProgram(prog, len(opts), argv)
         if rc:

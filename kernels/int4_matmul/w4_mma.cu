@@ -1,6 +1,6 @@
 // int4 weight-only matmul for decode-sized M (1..16) on tensor cores: y[M, N] = x[M, K] W^T.
 //
-// Compiled at run time by NVRTC (kernels/cuda_rtc.py): self-contained, no #include.
+// Compiled at run time by NVRTC (kernels/cuda_rtc.py); includes only kernels/pdl.cuh.
 // Layout (made by tc_layout.py): the weight is cut into 16-row tiles and 16-column k-tiles;
 // for each k-tile a thread of the warp holds exactly the eight codes of its mma.m16n8k16 A
 // fragment in one 32-bit word, so one 16-byte load per thread brings four k-tiles (a
@@ -60,20 +60,10 @@ __device__ __forceinline__ void prefetch_l2(const void* p, u32 bytes) {
 #endif
 }
 
-// Programmatic dependent launch (sm_90; no-ops unless the launch asked for it): let the next
-// kernel on the stream start launching now, and wait for the previous one's results, which
-// only x is (weights, scales and the zero row are written by no kernel of this stream).
-__device__ __forceinline__ void allow_dependents() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void wait_for_inputs() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
+// Programmatic dependent launch (pdl.cuh): the previous kernel's results are only x (weights,
+// scales and the zero row are written by no kernel of this stream), so those loads come
+// before wait_for_inputs().
+#include "pdl.cuh"
 
 __device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 

@@ -1,6 +1,6 @@
 // Thresholded sparse GEMV for decode (1..8 rows): y[m, n] = sum_k W_t[k, n] x[m, k] [|x[m, k]| > t_k].
 //
-// Compiled at run time by NVRTC (kernels/cuda_rtc.py): self-contained, no #include.
+// Compiled at run time by NVRTC (kernels/cuda_rtc.py); includes only kernels/pdl.cuh.
 // Defines (kernels/sparse_gemv/cuda.py sets them):
 //   SG_BF16   1: bf16 operands, 0: fp16
 //   SG_M      rows compiled for (1, 2, 4, 8); the actual row count m <= SG_M is an argument
@@ -125,22 +125,11 @@ __device__ __forceinline__ float load_cluster(const float* local, u32 rank) {  /
 }
 #endif
 
-// Programmatic dependent launch (sm_90; no-ops unless the launch asked for it, SPARSEBENCH_PDL=1):
-// let the next kernel on the stream start launching now, and wait for the previous one's
-// results before the first read of anything it may have written (x, a freshly converted
-// threshold vector or bias): the launch, the blocks' start and their set-up overlap the
-// previous kernel's drain. Every global read and write of this kernel comes after the wait.
-__device__ __forceinline__ void allow_dependents() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void wait_for_inputs() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
+// Programmatic dependent launch (pdl.cuh): the launch, the blocks' start and their set-up
+// overlap the previous kernel's drain; every global read and write of this kernel comes
+// after wait_for_inputs() (x, and a threshold vector or bias converted just before, may be
+// the previous kernel's output).
+#include "pdl.cuh"
 
 // Input k of the rows: whether some row keeps it, and (more rows) the kept 16-bit values.
 __device__ __forceinline__ bool scan_input(const u16* __restrict__ x, int ldx, int m, int k, bool ok,
