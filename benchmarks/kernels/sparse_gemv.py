@@ -99,14 +99,15 @@ SWEEP = tuple(GemvConfig.parse(s) for s in (
     "kind=mask,bn=256,bk=32,w=4,s=2", "kind=mask,bn=512,bk=16,w=4,s=4", "kind=mask,bn=256,bk=32,w=4,s=3",
 ))
 # the CUDA kernel (issue #6): the per-shape defaults (s=0: K split over a cluster from the SM
-# count; ln=8 for k/v, u=4 wider), the runners-up of the lease of 2026-12-03 (u=8, ln=4 for
-# k/v, ln=32, w=4 ln=32) and neighbours of the u=4 winner (u=2, u=6, 4 and 16 warps, ln=32,
-# a fixed split of 4); the clear losers of that lease (u=16, 16 warps of 64 columns, no split)
-# are left out
+# count; ln=8 u=8 for k/v, u=4 wider), the old default (u=8) and k/v's runner-up (ln=4), then
+# configurations whose grid still fits one wave on an H100/H200 (48 registers at u=4, 56 at
+# u=6, 69 at u=8: 5 / 4 / 3 blocks of 8 warps an SM): more, narrower column tiles for q/o and
+# down (ln=8, ln=4, 4 warps) and neighbours of the u=4 winner. Last lease's losers all ran in
+# two waves (u=8 at 448-512 blocks, 16 warps of 64 columns) or with under one block an SM.
 CUDA_CONFIGS = tuple(sg_cuda.Config.parse(s) for s in (
-    "w=8,ln=16,u=4,s=0", "w=8,ln=8,u=8,s=0", "w=8,ln=16,u=8,s=0", "w=8,ln=4,u=8,s=0", "w=8,ln=32,u=8,s=0",
-    "w=4,ln=32,u=4,s=0", "w=8,ln=16,u=2,s=0", "w=8,ln=16,u=6,s=0", "w=4,ln=16,u=4,s=0", "w=16,ln=16,u=4,s=0",
-    "w=8,ln=32,u=4,s=0", "w=8,ln=16,u=4,s=4",
+    "w=8,ln=16,u=4,s=0", "w=8,ln=8,u=8,s=0", "w=8,ln=16,u=8,s=0", "w=8,ln=4,u=8,s=0", "w=8,ln=8,u=4,s=0",
+    "w=8,ln=8,u=6,s=0", "w=8,ln=4,u=4,s=0", "w=4,ln=8,u=4,s=0", "w=4,ln=16,u=4,s=0", "w=8,ln=16,u=2,s=0",
+    "w=8,ln=16,u=6,s=0", "w=8,ln=32,u=4,s=0",
 ))
 PROGRAMS_X_SM = (1, 2)  # the shape's default also at these many programs per SM (auto: 4)
 CPU_SWEEP = 4  # the dry run times this many of SWEEP only (spread over the list)

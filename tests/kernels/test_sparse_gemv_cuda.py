@@ -14,7 +14,8 @@ from sparsebench.kernels.sparse_gemv import cuda, sparse_gemv, sparse_gemv_ref
 from sparsebench.kernels.tolerances import assert_close
 
 # what the benchmark sweeps (benchmarks/kernels/sparse_gemv.py CUDA_CONFIGS) and the edges
-CONFIGS = [cuda.Config(), cuda.Config(unroll=4), cuda.Config(lanes_n=8), cuda.Config(warps=4, lanes_n=32, unroll=4),
+CONFIGS = [cuda.Config(), cuda.Config(unroll=4), cuda.Config(lanes_n=8), cuda.Config(lanes_n=8, unroll=6),
+           cuda.Config(warps=4, lanes_n=8, unroll=4), cuda.Config(warps=4, lanes_n=32, unroll=4),
            cuda.Config(warps=16, lanes_n=8, unroll=4), cuda.Config(lanes_n=4, unroll=16),
            cuda.Config(split=1), cuda.Config(split=2, warps=2), cuda.Config(warps=1, lanes_n=16, unroll=1)]
 
