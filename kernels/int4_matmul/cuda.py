@@ -25,6 +25,7 @@ from . import tc_layout
 
 SOURCE_PATH = Path(__file__).with_name("w4_mma.cu")
 MAX_M = 16
+SX_GROUPS = (64, 128, 256)  # group sizes the sx variant sums x by
 SMEM_LIMIT = 227 << 10  # a block's shared memory on sm_90 (sm_80: 163 KB; the launch reports it)
 
 
@@ -35,6 +36,7 @@ class Config:
     pipe: int = 0  # 0: next stage in registers; D >= 2: a D-stage cp.async ring in shared memory
     l2: bool = False  # cp.async with the L2 256-byte prefetch hint
     prefetch: bool = False  # each warp bulk-prefetches its chunks into the L2 first (sm_90)
+    sx: bool = False  # sum(x) per group from a prologue, not a second mma per k-tile (group 64/128/256)
 
     def threads_limit(self, m: int) -> int:
         """The most threads per block the compiled variant allows (its register budget)."""
@@ -61,17 +63,23 @@ _source: str | None = None
 _modules: dict[tuple, cuda_rtc.RtcModule] = {}
 
 
-def _function(dtype: torch.dtype, mt: int, config: Config, cpg: int, even: bool, threads: int,
+def defines(dtype: torch.dtype, mt: int, config: Config, cpg: int, even: bool, threads: int,
+            group: int) -> dict[str, int]:
+    """The -D values of one compiled variant (no GPU needed: the compile tests use them too)."""
+    return {"W4_BF16": int(dtype == torch.bfloat16), "W4_MT": mt, "W4_S": config.stage, "W4_CPG": cpg,
+            "W4_EVEN": int(even), "W4_THREADS": threads, "W4_PIPE": config.pipe, "W4_L2": int(config.l2),
+            "W4_PF": int(config.prefetch), "W4_SX": int(config.sx), "W4_SXG": group if config.sx else 128}
+
+
+def _function(dtype: torch.dtype, mt: int, config: Config, cpg: int, even: bool, threads: int, group: int,
               device: torch.device) -> cuda_rtc.RtcFunction:
     global _source
-    key = (dtype, mt, config.stage, config.pipe, config.l2, config.prefetch, cpg, even, threads)
+    defs = defines(dtype, mt, config, cpg, even, threads, group)
+    key = tuple(sorted(defs.items()))
     if key not in _modules:
         if _source is None:
             _source = SOURCE_PATH.read_text()
-        defines = {"W4_BF16": int(dtype == torch.bfloat16), "W4_MT": mt, "W4_S": config.stage, "W4_CPG": cpg,
-                   "W4_EVEN": int(even), "W4_THREADS": threads, "W4_PIPE": config.pipe, "W4_L2": int(config.l2),
-                   "W4_PF": int(config.prefetch)}
-        _modules[key] = cuda_rtc.RtcModule(_source, [f"-D{k}={v}" for k, v in defines.items()], name="w4_mma.cu")
+        _modules[key] = cuda_rtc.RtcModule(_source, [f"-D{k}={v}" for k, v in defs.items()], name="w4_mma.cu")
     return _modules[key].function("w4_mma", device)
 
 
@@ -161,10 +169,13 @@ def run(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: 
     mt = 1 if m <= 8 else 2
     even = groups % config.warps == 0 and (groups // config.warps * cpg) % config.stage == 0
     static_cpg = cpg if cpg in (1, 2, 4, 8) and config.stage % cpg == 0 else 0
+    if config.sx and group not in SX_GROUPS:
+        raise ValueError(f"{config}: sums x by groups of {', '.join(map(str, SX_GROUPS))}, got group {group}")
     smem = groups * 16 * 8 + config.warps * mt * 512 + config.warps * config.pipe * config.stage * 512
+    smem += groups * 8 * mt * 4 if config.sx else 0
     if smem > SMEM_LIMIT:
         raise ValueError(f"{config} needs {smem} bytes of shared memory for K={k}, group {group}; at most {SMEM_LIMIT}")
-    fn = _function(x2.dtype, mt, config, static_cpg, even, config.threads_limit(m), x2.device)
+    fn = _function(x2.dtype, mt, config, static_cpg, even, config.threads_limit(m), group, x2.device)
     y = torch.empty((m, n), dtype=x2.dtype, device=x2.device)
     # PDL lets the kernel read weights before the previous kernel ends: not if that one may
     # be this call's repack or zeroing (then it is an ordinary launch)

@@ -52,13 +52,14 @@ class Plan:
     pipe: int = 0  # w4mma: cp.async ring depth (0: registers)
     l2: bool = False  # w4mma: L2 256-byte prefetch hint on its copies
     prefetch: bool = False  # w4mma: bulk L2 prefetch of each warp's chunks first
+    sx: bool = False  # w4mma: sum(x) per group from a prologue instead of a second mma
 
     def label(self) -> str:
         if self.variant == "dequant":
             return f"dequant[bn{self.bn} bk{self.bk} w{self.warps} chunks{self.split}]+cublas"
         if self.variant == "w4mma":
             return f"w4mma[w{self.warps} s{self.stages}" + (f" p{self.pipe}" if self.pipe else "") + (
-                " l2" if self.l2 else "") + (" pf" if self.prefetch else "") + "]"
+                " l2" if self.l2 else "") + (" pf" if self.prefetch else "") + (" sx" if self.sx else "") + "]"
         tile = f"bn{self.bn}" + (f" bm{self.bm}" if self.variant != "gemv" else "")
         extra = "" if self.variant != "fold" else (" swap" if self.swap else " noswap")
         return f"{self.variant}[{tile} bk{self.bk} split{self.split} w{self.warps} s{self.stages}{extra}]"
@@ -95,26 +96,34 @@ def split_options(n_prog: int, k_tiles: int, sms: int) -> list[int]:
     return out
 
 
-def cuda_plans(m: int, n: int, k: int, group: int, dtype: torch.dtype, device: torch.device | None) -> list[Plan]:
-    """The CUDA kernel's configurations for this problem, where it can run (warps per block
-    x chunks in flight; fewer warps with more in flight each, or more warps with fewer)."""
-    if device is None:
-        return []
+def cuda_configs(m: int, group: int) -> list:
+    """The CUDA kernel's configurations worth timing for M tokens (warps per block x chunks in
+    flight; fewer warps with more in flight each, or more warps with fewer). No GPU needed."""
     from . import cuda
 
-    if cuda.why_not(m, n, k, group, dtype, device):
-        return []
-    out = []
     configs = [cuda.Config(w, s) for w, s in ((4, 4), (8, 4), (16, 4), (4, 8))]  # loads into registers
     configs += [cuda.Config(w, s, pipe=d, l2=l2) for w, s, d, l2 in  # cp.async rings in shared memory
                 ((4, 4, 4, False), (8, 4, 4, False), (16, 4, 3, False), (4, 4, 8, False), (8, 4, 4, True),
                  (4, 4, 8, True))]
     configs += [cuda.Config(w, s, prefetch=True) for w, s in ((4, 4), (8, 4), (16, 4), (4, 8), (8, 2))]
     configs += [cuda.Config(w, s, pipe=d, prefetch=True) for w, s, d in ((8, 4, 2), (4, 4, 4))]
-    for c in configs:
-        if 32 * c.warps <= c.threads_limit(m):
-            out.append(Plan("w4mma", warps=c.warps, stages=c.stage, pipe=c.pipe, l2=c.l2, prefetch=c.prefetch))
-    return out
+    if m <= 8 and group in cuda.SX_GROUPS:  # half the mma; its prologue grows with M
+        configs += [cuda.Config(w, s, pipe=d, prefetch=pf, sx=True) for w, s, d, pf in
+                    ((8, 2, 0, True), (8, 4, 0, False), (8, 4, 0, True), (16, 4, 0, True), (4, 8, 0, False),
+                     (8, 4, 4, False))]
+    return [c for c in configs if 32 * c.warps <= c.threads_limit(m)]
+
+
+def cuda_plans(m: int, n: int, k: int, group: int, dtype: torch.dtype, device: torch.device | None) -> list[Plan]:
+    """``cuda_configs`` as plans, where the CUDA kernel can run this problem."""
+    if device is None:
+        return []
+    from . import cuda
+
+    if cuda.why_not(m, n, k, group, dtype, device):
+        return []
+    return [Plan("w4mma", warps=c.warps, stages=c.stage, pipe=c.pipe, l2=c.l2, prefetch=c.prefetch, sx=c.sx)
+            for c in cuda_configs(m, group)]
 
 
 def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int,
@@ -208,7 +217,7 @@ def run(plan: Plan, x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tenso
         from . import cuda
 
         return cuda.run(x2, qweight, scales, offsets, group, cuda.Config(plan.warps, plan.stages, plan.pipe, plan.l2,
-                                                                         plan.prefetch))
+                                                                         plan.prefetch, plan.sx))
     m, k = x2.shape
     n = qweight.shape[0]
     q32, kp = as_words(qweight, k)

@@ -11,7 +11,9 @@
 //
 // With A = BIAS + q the mma sums (BIAS + q) x; a second mma with A = 1 sums x itself, so
 // per group   y += s * acc + c * sum(x)   with c = offset - BIAS * s  (W = q s + offset),
-// all in fp32. Tokens are the mma's N = 8 columns (two n8 tiles for M <= 16).
+// all in fp32. Tokens are the mma's N = 8 columns (two n8 tiles for M <= 16). With W4_SX
+// each warp instead sums x over its groups once, right after the wait (while its first
+// weights are still on their way), and the second mma goes: half the mma of the main loop.
 //
 // A block owns one 16-row tile and all of K: its warps split the groups, each streams its
 // chunks with the next S chunks' loads in flight while it computes the current S, and the
@@ -119,7 +121,9 @@ template <bool BF16> __device__ __forceinline__ u16 to_half(float v) {
 //   W4_PIPE (0: the next stage's loads go to registers; D >= 2: a ring of D stages per warp in
 //   shared memory filled by cp.async, D - 1 of them in flight, no registers held for them),
 //   W4_L2 (1: cp.async asks the L2 to fetch 256 bytes at a time),
-//   W4_PF (1: each warp first asks the L2 to prefetch all of its chunks past the first stage).
+//   W4_PF (1: each warp first asks the L2 to prefetch all of its chunks past the first stage),
+//   W4_SX (1: sum(x) per group from a prologue of 16-byte loads and shuffles, not a second
+//   mma per k-tile; W4_SXG, the group size, is 64, 128 or 256).
 #ifndef W4_BF16
 #define W4_BF16 1
 #define W4_MT 1
@@ -137,6 +141,10 @@ template <bool BF16> __device__ __forceinline__ u16 to_half(float v) {
 #ifndef W4_PF
 #define W4_PF 0
 #endif
+#ifndef W4_SX
+#define W4_SX 0
+#define W4_SXG 128
+#endif
 #define BF16 (W4_BF16 != 0)
 #define MT W4_MT
 #define S W4_S
@@ -145,21 +153,70 @@ template <bool BF16> __device__ __forceinline__ u16 to_half(float v) {
 struct State {
     float tot[MT][4], acc[MT][4], accx[MT][4];
     int in_group, g;
+    const float* sx;  // W4_SX: this thread's two tokens' sums of group 0 (s_sx + 2 * tig)
 };
+
+#define SX_ROW (8 * MT)  // s_sx floats a group: one sum a token tile column
 
 __device__ __forceinline__ void fold_group(State& st, const F2* s_sc, int g, int gid) {
     // group done: scale its sums into the total (W = q s + offset, c = offset - BIAS s)
     const F2 s0 = s_sc[g * 16 + gid], s1 = s_sc[g * 16 + gid + 8];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-        st.tot[mt][0] = fmaf(s0.y, st.accx[mt][0], fmaf(s0.x, st.acc[mt][0], st.tot[mt][0]));
-        st.tot[mt][1] = fmaf(s0.y, st.accx[mt][1], fmaf(s0.x, st.acc[mt][1], st.tot[mt][1]));
-        st.tot[mt][2] = fmaf(s1.y, st.accx[mt][2], fmaf(s1.x, st.acc[mt][2], st.tot[mt][2]));
-        st.tot[mt][3] = fmaf(s1.y, st.accx[mt][3], fmaf(s1.x, st.acc[mt][3], st.tot[mt][3]));
+#if W4_SX
+        // C fragment: c0, c1 are tokens 2 tig, 2 tig + 1 of row gid; c2, c3 the same of row gid + 8
+        const F2 sx = *reinterpret_cast<const F2*>(st.sx + g * SX_ROW + mt * 8);
+        const float x0 = sx.x, x1 = sx.y, x2 = sx.x, x3 = sx.y;
+#else
+        const float x0 = st.accx[mt][0], x1 = st.accx[mt][1], x2 = st.accx[mt][2], x3 = st.accx[mt][3];
+#endif
+        st.tot[mt][0] = fmaf(s0.y, x0, fmaf(s0.x, st.acc[mt][0], st.tot[mt][0]));
+        st.tot[mt][1] = fmaf(s0.y, x1, fmaf(s0.x, st.acc[mt][1], st.tot[mt][1]));
+        st.tot[mt][2] = fmaf(s1.y, x2, fmaf(s1.x, st.acc[mt][2], st.tot[mt][2]));
+        st.tot[mt][3] = fmaf(s1.y, x3, fmaf(s1.x, st.acc[mt][3], st.tot[mt][3]));
 #pragma unroll
         for (int e = 0; e < 4; ++e) st.acc[mt][e] = st.accx[mt][e] = 0.f;
     }
 }
+
+#if W4_SX
+template <bool IS_BF16> __device__ __forceinline__ float pair_sum(u32 w) {  // the two 16-bit values of w
+    if (IS_BF16) return __uint_as_float(w << 16) + __uint_as_float(w & 0xFFFF0000u);
+    float lo, hi;
+    asm("{ .reg .b16 l, h; mov.b32 {l, h}, %2; cvt.f32.f16 %0, l; cvt.f32.f16 %1, h; }" : "=f"(lo), "=f"(hi) : "r"(w));
+    return lo + hi;
+}
+
+// The warp's groups g0 .. g1 - 1: s_sx[g * SX_ROW + tok] = sum of x[tok, g * G .. g * G + G - 1]
+// (zero for tokens past M). A (group, token) unit is G / 8 lanes of one 16-byte load each,
+// summed by a shuffle tree within them; XU steps' loads are issued together.
+__device__ __forceinline__ void sum_x(float* s_sx, const u16* x, int ldx, int M, int g0, int g1, int lane) {
+    constexpr int G = W4_SXG, L = G / 8, UPS = 32 / L, XU = 4;
+    static_assert(G == 64 || G == 128 || G == 256, "W4_SXG is 64, 128 or 256");
+    const int units = (g1 - g0) * M, sub = lane / L, part = lane % L;
+    for (int u0 = 0; u0 < units; u0 += UPS * XU) {
+        U4 v[XU];
+#pragma unroll
+        for (int j = 0; j < XU; ++j) {
+            const int u = u0 + j * UPS + sub;
+            v[j] = U4{0, 0, 0, 0};
+            if (u < units)
+                v[j] = load_x(reinterpret_cast<const U4*>(x + (size_t)(u % M) * ldx + (size_t)(g0 + u / M) * G) + part);
+        }
+#pragma unroll
+        for (int j = 0; j < XU; ++j) {
+            float t = (pair_sum<BF16>(v[j].x) + pair_sum<BF16>(v[j].y)) + (pair_sum<BF16>(v[j].z) + pair_sum<BF16>(v[j].w));
+#pragma unroll
+            for (int off = L / 2; off; off >>= 1) t += __shfl_xor_sync(0xFFFFFFFFu, t, off);
+            const int u = u0 + j * UPS + sub;
+            if (part == 0 && u < units) s_sx[(g0 + u / M) * SX_ROW + u % M] = t;
+        }
+    }
+    for (int i = lane; i < (g1 - g0) * SX_ROW; i += 32)
+        if (i % SX_ROW >= M) s_sx[g0 * SX_ROW + i] = 0.f;
+    __syncwarp();
+}
+#endif
 
 __device__ __forceinline__ void load_stage(U4 (&buf)[S], const U4* wq, int cs, int c1) {
 #pragma unroll
@@ -197,7 +254,9 @@ __device__ __forceinline__ void compute_stage(State& st, const U4 (&buf)[S], con
                 const U4& v = xb[i][mt][j >> 1];
                 const u32 b0 = (j & 1) ? v.z : v.x, b1 = (j & 1) ? v.w : v.y;
                 mma<BF16>(st.acc[mt], a0, a1, a2, a3, b0, b1);
+#if !W4_SX
                 mma<BF16>(st.accx[mt], ONE, ONE, ONE, ONE, b0, b1);
+#endif
             }
         }
         if (STATIC_GROUPS) {
@@ -214,7 +273,8 @@ __device__ __forceinline__ void compute_stage(State& st, const U4 (&buf)[S], con
 // x [M, ldx] (K used), xz: K zeros, qw [N/16, K/64, 32, 4] words, sc [N/16, K/G, 16] (s, c)
 // pairs, y [M, ldy]. cpg: 64-column chunks per group. Block: 32 * warps threads; dynamic
 // shared memory: K/G * 16 * 8 bytes of (s, c), then warps * MT * 512 bytes for the reduction,
-// then (W4_PIPE) warps * W4_PIPE * S * 512 bytes of weight ring.
+// then (W4_PIPE) warps * W4_PIPE * S * 512 bytes of weight ring, then (W4_SX) K/G * 8 * MT
+// floats of sum(x) a group and token.
 extern "C" __global__ void __launch_bounds__(W4_THREADS)
 w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restrict__ qw,
        const F2* __restrict__ sc, u16* __restrict__ y, int M, int K, int cpg, int ldx, int ldy) {
@@ -277,6 +337,14 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
     st.g = c0 / cpg;
 
     wait_for_inputs();  // x comes from the kernel before (weights and scales are already on their way)
+#if W4_SX
+    float* s_sx = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(s_red + warps * MT * 128)
+                                           + (W4_PIPE ? warps * W4_PIPE * S * 512 : 0));
+    sum_x(s_sx, x, ldx, M, c0 / cpg, c1 / cpg, lane);
+    st.sx = s_sx + 2 * (lane & 3);
+#else
+    st.sx = nullptr;
+#endif
 
 #if W4_PIPE
     for (int s = 0; s < stages; ++s) {

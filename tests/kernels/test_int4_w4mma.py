@@ -87,6 +87,35 @@ def test_the_tuner_offers_the_cuda_kernel_only_where_it_can_run():
     assert fast.Plan("w4mma", warps=4, stages=4, pipe=8, l2=True).label() == "w4mma[w4 s4 p8 l2]"
 
 
+@pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
+def test_every_offered_variant_compiles(arch):
+    """NVRTC needs no GPU: every configuration the tuner offers at a Llama shape (one and
+    sixteen tokens), in both dtypes, with the defines ``cuda.run`` would give it."""
+    from sparsebench.kernels import cuda_rtc
+    from sparsebench.kernels.int4_matmul import cuda
+    from sparsebench.kernels.int4_matmul import triton as fast
+
+    try:
+        cuda_rtc._nvrtc()
+    except Exception:
+        pytest.skip("NVRTC not found (set SPARSEBENCH_NVRTC)")
+    source = cuda.SOURCE_PATH.read_text()
+    seen = set()
+    for m, group in ((1, 128), (16, 128), (1, 64)):
+        configs = fast.cuda_configs(m, group)
+        assert any(c.sx for c in configs) == (m <= 8)
+        for config in configs:
+            for dtype in (torch.bfloat16, torch.float16):
+                defines = cuda.defines(dtype, 1 if m <= 8 else 2, config, 2 if group == 128 else 1, True,
+                                       config.threads_limit(m), group)
+                key = tuple(sorted(defines.items()))
+                if key in seen:
+                    continue
+                seen.add(key)
+                image = cuda_rtc.compile_cubin(source, arch, [f"-D{k}={v}" for k, v in defines.items()])
+                assert len(image) > 1000, defines
+
+
 # ---- on a GPU ---------------------------------------------------------------------------
 
 def _cuda_ready():
@@ -104,6 +133,9 @@ CONFIGS = [(4, 4, 0, False, False), (8, 4, 0, False, False), (16, 4, 0, False, F
            (4, 4, 4, False, False), (8, 4, 2, False, False), (16, 4, 3, True, False), (5, 4, 8, True, False),
            (3, 8, 3, False, False),  # cp.async rings
            (4, 4, 0, False, True), (5, 2, 0, False, True), (8, 4, 2, False, True)]  # L2 bulk prefetch first
+CONFIGS = [(*c, False) for c in CONFIGS] + [  # sum(x) from the prologue instead of the second mma
+    (8, 4, 0, False, False, True), (3, 8, 0, False, True, True), (5, 4, 3, False, False, True),
+    (16, 2, 0, False, True, True)]
 GPU_CASES = [  # m, n, k, group
     (1, 48, 192, 64), (3, 48, 192, 64), (8, 64, 1024, 128), (9, 64, 1024, 128), (16, 32, 1024, 128),
     (1, 1024, 4096, 128), (2, 4096, 14336, 128), (1, 32, 2048, 1024), (1, 16, 64, 64),
@@ -120,9 +152,13 @@ def test_cuda_kernel_matches_ref(m, n, k, group, dtype):
     _, packed, scales, offsets = (t.cuda() for t in _layer(n, k, group, dtype, seed=m + n))
     x = torch.randn(m, k, device="cuda").to(dtype)
     want = ref.int4_matmul(x, packed, scales, offsets, group)
-    for warps, stage, pipe, l2, prefetch in CONFIGS:
-        config = cuda.Config(warps, stage, pipe, l2, prefetch)
+    for warps, stage, pipe, l2, prefetch, sx in CONFIGS:
+        config = cuda.Config(warps, stage, pipe, l2, prefetch, sx)
         if 32 * warps > config.threads_limit(m):
+            continue
+        if sx and group not in cuda.SX_GROUPS:
+            with pytest.raises(ValueError, match="sums x by groups of 64, 128, 256"):
+                cuda.run(x, packed, scales, offsets, group, config)
             continue
         got = cuda.run(x, packed, scales, offsets, group, config)
         assert got.shape == (m, n) and got.dtype == dtype
