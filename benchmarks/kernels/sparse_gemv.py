@@ -104,10 +104,13 @@ SWEEP = tuple(GemvConfig.parse(s) for s in (
 # u=6, 69 at u=8: 5 / 4 / 3 blocks of 8 warps an SM): more, narrower column tiles for q/o and
 # down (ln=8, ln=4, 4 warps) and neighbours of the u=4 winner. Last lease's losers all ran in
 # two waves (u=8 at 448-512 blocks, 16 warps of 64 columns) or with under one block an SM.
+# Then the same with ``loc=1``.
 CUDA_CONFIGS = tuple(sg_cuda.Config.parse(s) for s in (
     "w=8,ln=16,u=4,s=0", "w=8,ln=8,u=8,s=0", "w=8,ln=16,u=8,s=0", "w=8,ln=4,u=8,s=0", "w=8,ln=8,u=4,s=0",
     "w=8,ln=8,u=6,s=0", "w=8,ln=4,u=4,s=0", "w=4,ln=8,u=4,s=0", "w=4,ln=16,u=4,s=0", "w=8,ln=16,u=2,s=0",
     "w=8,ln=16,u=6,s=0", "w=8,ln=32,u=4,s=0",
+    # each warp gathering its own slice (one scan pass, no block barrier before the gather)
+    "w=8,ln=16,u=4,s=0,loc=1", "w=8,ln=8,u=8,s=0,loc=1", "w=8,ln=8,u=4,s=0,loc=1",
 ))
 PROGRAMS_X_SM = (1, 2)  # the shape's default also at these many programs per SM (auto: 4)
 CPU_SWEEP = 4  # the dry run times this many of SWEEP only (spread over the list)

@@ -32,7 +32,7 @@ MAX_ROWS = 8
 MAX_K = 1 << 16  # list entries of one row hold the input index in 16 bits
 SMEM_LIMIT = 227 << 10  # a block's shared memory on sm_90 (sm_80: 163 KB; the launch reports it)
 SPLITS = (1, 2, 4, 8)  # cluster sizes (8: the portable limit)
-_KEYS = {"w": "warps", "ln": "lanes_n", "u": "unroll", "s": "split"}
+_KEYS = {"w": "warps", "ln": "lanes_n", "u": "unroll", "s": "split", "loc": "local"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Config:
     lanes_n: int = 16  # lanes across N: a block owns 8 * lanes_n columns
     unroll: int = 8  # 16-byte weight loads in flight per lane
     split: int = 0  # K split over a cluster of blocks; 0: auto (1 without clusters)
+    local: int = 0  # 1: each warp gathers its own slice's live rows (one scan pass, no block barrier)
 
     def __post_init__(self) -> None:
         if self.warps not in (1, 2, 4, 8, 16):
@@ -51,13 +52,15 @@ class Config:
             raise ValueError(f"unroll must be 1..16, got {self.unroll}")
         if self.split and self.split not in SPLITS:
             raise ValueError(f"split must be 0 (auto) or one of {SPLITS}, got {self.split}")
+        if self.local not in (0, 1):
+            raise ValueError(f"local must be 0 or 1, got {self.local}")
 
     @property
     def tile_n(self) -> int:
         return 8 * self.lanes_n
 
     def label(self) -> str:
-        return f"w={self.warps},ln={self.lanes_n},u={self.unroll},s={self.split}"
+        return f"w={self.warps},ln={self.lanes_n},u={self.unroll},s={self.split}" + (",loc=1" if self.local else "")
 
     @classmethod
     def parse(cls, spec: str) -> Config:
@@ -88,7 +91,7 @@ def compiled_rows(m: int) -> int:
 
 def defines(config: Config, dtype: torch.dtype, m: int, split: int) -> dict[str, int]:
     return {"SG_BF16": int(dtype == torch.bfloat16), "SG_M": compiled_rows(m), "SG_WARPS": config.warps,
-            "SG_LN": config.lanes_n, "SG_U": config.unroll, "SG_SPLIT": split}
+            "SG_LN": config.lanes_n, "SG_U": config.unroll, "SG_SPLIT": split, "SG_LOCAL": config.local}
 
 
 @dataclass(frozen=True)
@@ -104,11 +107,19 @@ class Plan:
         return (self.n_tiles, self.split)
 
 
+def list_entries(config: Config, kb: int) -> int:
+    """Room in the live list: kb entries, or (``local``) one whole-step slice per warp."""
+    if not config.local:
+        return kb
+    return config.warps * ((cdiv(kb, config.warps) + 31) & ~31)
+
+
 def smem_bytes(config: Config, m: int, kb: int) -> int:
-    """The live list (kb entries) or the warps' partial sums, whichever is larger."""
+    """The live list or the warps' partial sums, whichever is larger."""
     rows = compiled_rows(m)
     xw = {1: 0, 2: 1, 4: 2, 8: 4}[rows]
-    lst = 4 * kb if rows == 1 else 4 * (((kb + 3) & ~3) + kb * xw)
+    cap = list_entries(config, kb)
+    lst = 4 * cap if rows == 1 else 4 * (((cap + 3) & ~3) + cap * xw)
     red = 4 * config.warps * rows * config.tile_n
     return max(lst, red)
 

@@ -11,6 +11,9 @@
 //   SG_U      live rows each lane has in flight (independent 16-byte loads per loop step)
 //   SG_SPLIT  K split over the blocks of one thread-block cluster (1: no split, any GPU;
 //             2, 4, 8: sm_90, the partial sums meet through distributed shared memory)
+//   SG_LOCAL  1: each warp gathers the live rows of its own slice (one scan pass, no block
+//             barrier between scan and gather, rows not balanced across the warps); 0: one
+//             block list shared out to a row
 //
 // A block owns one column tile and one K range (grid: column tiles x SG_SPLIT). Its warps
 // scan the range's x in contiguous slices, threshold it, and pack the live inputs into one
@@ -32,6 +35,9 @@ typedef unsigned short u16;
 struct __align__(16) U4 { u32 x, y, z, w; };
 struct __align__(8) U2 { u32 x, y; };
 
+#ifndef SG_LOCAL
+#define SG_LOCAL 0
+#endif
 #define SG_THREADS (SG_WARPS * 32)
 #define SG_TILE_N (8 * SG_LN)
 #define SG_RW (32 / SG_LN)  // live rows one warp load instruction covers
@@ -175,6 +181,12 @@ sparse_gemv(const u16* __restrict__ x, int ldx, int m, const u16* __restrict__ w
     allow_dependents();
     wait_for_inputs();
 
+#if SG_LOCAL
+    // one pass: the warp packs its slice's live inputs into its own part of the list (kw
+    // entries) and gathers them itself: no count pass, no block barrier before the gather
+    const int list_base = warp * kw, cap = SG_WARPS * kw;
+    int pos = 0;
+#else
     // count pass: how many inputs of the slice live in some row
     int count = 0;
     for (int base = s0; base < s1; base += 32 * SG_SCAN_U) {
@@ -197,12 +209,15 @@ sparse_gemv(const u16* __restrict__ x, int ldx, int m, const u16* __restrict__ w
         pos += v < warp ? c : 0;
         total += c;
     }
+    const int list_base = 0, cap = kb;
     // write pass: the same inputs again (x now in L1), each live one at its place in the block list
+#endif
 #if SG_M == 1
-    u32* list = reinterpret_cast<u32*>(smem);
+    u32* list = reinterpret_cast<u32*>(smem) + list_base;
 #else
-    u32* list_idx = reinterpret_cast<u32*>(smem);
-    u32* list_x = list_idx + ((kb + 3) & ~3);  // [kb][SG_XW] words, 16-byte aligned rows
+    u32* list_idx = reinterpret_cast<u32*>(smem) + list_base;
+    // [cap][SG_XW] words, 16-byte aligned rows
+    u32* list_x = reinterpret_cast<u32*>(smem) + ((cap + 3) & ~3) + list_base * SG_XW;
 #endif
     for (int base = s0; base < s1; base += 32 * SG_SCAN_U) {
         bool live[SG_SCAN_U];
@@ -233,10 +248,17 @@ sparse_gemv(const u16* __restrict__ x, int ldx, int m, const u16* __restrict__ w
             pos += __popc(mask);
         }
     }
+#if SG_LOCAL
+    const int total = pos;  // this warp's live inputs
+    __syncwarp();
+    const int first = 0, step = SG_RW;
+#else
     __syncthreads();
+    const int first = warp * SG_RW, step = SG_WARPS * SG_RW;
+#endif
 
-    // gather: warp `warp` takes list rows warp * RW + r + WARPS * RW * j; lane (r, c) reads
-    // eight columns of each
+    // gather: warp `warp` takes list rows warp * RW + r + WARPS * RW * j (SG_LOCAL: rows
+    // r + RW * j of its own list); lane (r, c) reads eight columns of each
     const int r = lane / SG_LN, c = lane % SG_LN;
     const int n = blockIdx.x * SG_TILE_N + c * 8;
     const bool col_ok = n < N;  // N % 8 == 0: a lane's eight columns are all in or all out
@@ -246,8 +268,7 @@ sparse_gemv(const u16* __restrict__ x, int ldx, int m, const u16* __restrict__ w
     for (int q = 0; q < SG_M; ++q)
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[q][j] = 0.f;
-    const int step = SG_WARPS * SG_RW;
-    for (int p0 = warp * SG_RW + r; p0 - r < total; p0 += step * SG_U) {
+    for (int p0 = first + r; p0 - r < total; p0 += step * SG_U) {
         U4 wv[SG_U];
         float xv[SG_U][SG_M];
         // every list read first (a row past the end reads entry 0, its load is predicated off)

@@ -15,7 +15,8 @@ from sparsebench.kernels.tolerances import assert_close
 
 # what the benchmark sweeps (benchmarks/kernels/sparse_gemv.py CUDA_CONFIGS) and the edges
 CONFIGS = [cuda.Config(), cuda.Config(unroll=4), cuda.Config(lanes_n=8), cuda.Config(lanes_n=8, unroll=6),
-           cuda.Config(warps=4, lanes_n=8, unroll=4), cuda.Config(warps=4, lanes_n=32, unroll=4),
+           cuda.Config(warps=4, lanes_n=8, unroll=4), cuda.Config(unroll=4, local=1),
+           cuda.Config(warps=16, lanes_n=4, unroll=2, local=1), cuda.Config(warps=2, split=2, local=1), cuda.Config(warps=4, lanes_n=32, unroll=4),
            cuda.Config(warps=16, lanes_n=8, unroll=4), cuda.Config(lanes_n=4, unroll=16),
            cuda.Config(split=1), cuda.Config(split=2, warps=2), cuda.Config(warps=1, lanes_n=16, unroll=1)]
 
@@ -23,6 +24,10 @@ CONFIGS = [cuda.Config(), cuda.Config(unroll=4), cuda.Config(lanes_n=8), cuda.Co
 def test_configs_round_trip_and_reject_typos():
     for cfg in CONFIGS:
         assert cuda.Config.parse(cfg.label()) == cfg
+    assert cuda.Config().label() == "w=8,ln=16,u=8,s=0"  # labels of records before ``local`` still read
+    assert cuda.Config.parse("w=8,ln=16,u=4,s=0,loc=1") == cuda.Config(unroll=4, local=1)
+    with pytest.raises(ValueError, match="local"):
+        cuda.Config(local=2)
     assert cuda.Config.parse("ln=8") == cuda.Config(lanes_n=8)
     with pytest.raises(ValueError, match="expected e.g."):
         cuda.Config.parse("lanes=8")
@@ -32,9 +37,19 @@ def test_configs_round_trip_and_reject_typos():
         cuda.Config(split=3)
 
 
+def test_a_local_list_has_a_whole_slice_per_warp():
+    """Each warp packs its slice into its own part of the list: 8 warps over 1000 inputs take
+    slices of 128 (whole scan steps of 32), so the list holds 1024 entries, not 1000."""
+    assert cuda.list_entries(cuda.Config(), 1000) == 1000
+    assert cuda.list_entries(cuda.Config(local=1), 1000) == 1024
+    assert cuda.smem_bytes(cuda.Config(local=1), 1, 1000) == max(4 * 1024, 4 * 8 * 128)
+    assert cuda.smem_bytes(cuda.Config(local=1, warps=2), 3, 1000) == 4 * (1024 + 1024 * 2)  # 2 warps: 512 + 512
+
+
 def test_defines_name_one_variant():
     d = cuda.defines(cuda.Config(warps=4, lanes_n=32, unroll=4), torch.float16, 3, 2)
-    assert d == {"SG_BF16": 0, "SG_M": 4, "SG_WARPS": 4, "SG_LN": 32, "SG_U": 4, "SG_SPLIT": 2}
+    assert d == {"SG_BF16": 0, "SG_M": 4, "SG_WARPS": 4, "SG_LN": 32, "SG_U": 4, "SG_SPLIT": 2, "SG_LOCAL": 0}
+    assert cuda.defines(cuda.Config(local=1), torch.bfloat16, 1, 1)["SG_LOCAL"] == 1
     assert [cuda.compiled_rows(m) for m in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
 
 
