@@ -109,8 +109,8 @@ def cuda_configs(m: int, group: int) -> list:
     configs += [cuda.Config(w, s, pipe=d, prefetch=True) for w, s, d in ((8, 4, 2), (4, 4, 4))]
     if m <= 8 and group in cuda.SX_GROUPS:  # half the mma; its prologue grows with M
         configs += [cuda.Config(w, s, pipe=d, prefetch=pf, sx=True) for w, s, d, pf in
-                    ((8, 2, 0, True), (8, 4, 0, False), (8, 4, 0, True), (16, 4, 0, True), (4, 8, 0, False),
-                     (8, 4, 4, False))]
+                    ((8, 2, 0, True), (8, 4, 0, False), (8, 4, 0, True), (16, 4, 0, True), (16, 2, 0, True),
+                     (4, 8, 0, False), (8, 4, 4, False))]
     return [c for c in configs if 32 * c.warps <= c.threads_limit(m)]
 
 

@@ -13,7 +13,8 @@
 // per group   y += s * acc + c * sum(x)   with c = offset - BIAS * s  (W = q s + offset),
 // all in fp32. Tokens are the mma's N = 8 columns (two n8 tiles for M <= 16). With W4_SX
 // each warp instead sums x over its groups once, right after the wait (while its first
-// weights are still on their way), and the second mma goes: half the mma of the main loop.
+// weights are still on their way), and the second mma goes: half the mma of the main loop,
+// and its accumulators take the odd k-tiles (two dependent chains of half the length).
 //
 // A block owns one 16-row tile and all of K: its warps split the groups, each streams its
 // chunks with the next S chunks' loads in flight while it computes the current S, and the
@@ -165,15 +166,20 @@ __device__ __forceinline__ void fold_group(State& st, const F2* s_sc, int g, int
     for (int mt = 0; mt < MT; ++mt) {
 #if W4_SX
         // C fragment: c0, c1 are tokens 2 tig, 2 tig + 1 of row gid; c2, c3 the same of row gid + 8
+        // (accx holds the odd k-tiles' sums there)
         const F2 sx = *reinterpret_cast<const F2*>(st.sx + g * SX_ROW + mt * 8);
         const float x0 = sx.x, x1 = sx.y, x2 = sx.x, x3 = sx.y;
+        float a[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) a[e] = st.acc[mt][e] + st.accx[mt][e];
 #else
         const float x0 = st.accx[mt][0], x1 = st.accx[mt][1], x2 = st.accx[mt][2], x3 = st.accx[mt][3];
+        const float* a = st.acc[mt];
 #endif
-        st.tot[mt][0] = fmaf(s0.y, x0, fmaf(s0.x, st.acc[mt][0], st.tot[mt][0]));
-        st.tot[mt][1] = fmaf(s0.y, x1, fmaf(s0.x, st.acc[mt][1], st.tot[mt][1]));
-        st.tot[mt][2] = fmaf(s1.y, x2, fmaf(s1.x, st.acc[mt][2], st.tot[mt][2]));
-        st.tot[mt][3] = fmaf(s1.y, x3, fmaf(s1.x, st.acc[mt][3], st.tot[mt][3]));
+        st.tot[mt][0] = fmaf(s0.y, x0, fmaf(s0.x, a[0], st.tot[mt][0]));
+        st.tot[mt][1] = fmaf(s0.y, x1, fmaf(s0.x, a[1], st.tot[mt][1]));
+        st.tot[mt][2] = fmaf(s1.y, x2, fmaf(s1.x, a[2], st.tot[mt][2]));
+        st.tot[mt][3] = fmaf(s1.y, x3, fmaf(s1.x, a[3], st.tot[mt][3]));
 #pragma unroll
         for (int e = 0; e < 4; ++e) st.acc[mt][e] = st.accx[mt][e] = 0.f;
     }
@@ -253,8 +259,11 @@ __device__ __forceinline__ void compute_stage(State& st, const U4 (&buf)[S], con
             for (int mt = 0; mt < MT; ++mt) {
                 const U4& v = xb[i][mt][j >> 1];
                 const u32 b0 = (j & 1) ? v.z : v.x, b1 = (j & 1) ? v.w : v.y;
+#if W4_SX
+                // accx is free: odd k-tiles go there, two dependent mma chains of half the length
+                mma<BF16>((j & 1) ? st.accx[mt] : st.acc[mt], a0, a1, a2, a3, b0, b1);
+#else
                 mma<BF16>(st.acc[mt], a0, a1, a2, a3, b0, b1);
-#if !W4_SX
                 mma<BF16>(st.accx[mt], ONE, ONE, ONE, ONE, b0, b1);
 #endif
             }
