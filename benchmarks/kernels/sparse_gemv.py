@@ -17,9 +17,11 @@ cases (``--no-sweep`` skips them); the fastest of them, if it beats the default,
 timed at every other sparsity as well, so the record holds the winner's whole curve.
 Where NVRTC and a GPU are found, the CUDA kernel (``kernels/sparse_gemv/sparse_gemv.cu``) is
 checked against the reference in every configuration of ``CUDA_CONFIGS`` (0/50/90%, scalar
-and per-input thresholds) and each one that passes is timed at every sparsity as
-``cuda[<label>]`` (``--no-cuda`` skips them), and on a Hopper or newer GPU once more with
-programmatic dependent launch as ``cuda[<label>]+pdl``; the end table shows the best at 50%.
+and per-input thresholds) and each one that passes is timed as
+``cuda[<label>]`` at 50% (``--no-cuda`` skips them), and on a Hopper or newer GPU once more
+with programmatic dependent launch as ``cuda[<label>]+pdl``; the shape's default CUDA
+configuration and the fastest of each kind at 50% are timed at every sparsity (their curves).
+The end table shows the best at 50%.
 On a Hopper or newer GPU the default is also timed with programmatic dependent launch, as
 ``triton+pdl`` (``SPARSEBENCH_PDL=1``: each call's launch and start overlap the call
 before it, as on the decode path ``compile-tuned+gemv+pdl+graph``; ``--no-pdl`` skips it).
@@ -340,6 +342,8 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
     # 50% first: its sweep picks the variant whose whole curve is timed beside the default's
     best: GemvConfig | None = None
     lines = {}
+    cuda_default = sg_cuda.default_config(n, k)
+    cuda_curve, cuda_curve_pdl = {cuda_default}, {cuda_default}
     for s in sorted(sparsities, key=lambda v: v != 0.5):
         ts = [threshold_for(x, s) for x in xs]
         achieved = sum(float((x.float().abs() <= t).float().mean()) for x, t in zip(xs, ts, strict=True)) / copies
@@ -353,8 +357,12 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
             variants += [(f"triton[{c.label()}]", c) for c in variants_at_50]
         elif best is not None:
             variants.append((f"triton[{best.label()}]", best))
-        variants += [(f"cuda[{c.label()}]", c) for c in cuda_configs]
-        variants += [(f"cuda[{c.label()}]+pdl", c) for c in cuda_configs if opts.pdl]
+        # every CUDA configuration at 50%, with and without PDL; elsewhere the shape's default
+        # and the fastest of each kind at 50% (their whole curves)
+        on_curve = cuda_configs if s == 0.5 else [c for c in cuda_configs if c in cuda_curve]
+        variants += [(f"cuda[{c.label()}]", c) for c in on_curve]
+        on_curve = cuda_configs if s == 0.5 else [c for c in cuda_configs if c in cuda_curve_pdl]
+        variants += [(f"cuda[{c.label()}]+pdl", c) for c in on_curve if opts.pdl]
         timed, cfg_of = [], {}
         for impl, cfg in variants:
             fn = _call(cfg)
@@ -390,9 +398,13 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
         if cudas:
             top = min(cudas, key=lambda c: c.p50_ms)
             line += f"  cuda best {base.p50_ms / top.p50_ms:5.2f}x {top.impl}"
+            if s == 0.5:
+                cuda_curve.add(cfg_of[top.impl])
         if cudas_pdl:
             top = min(cudas_pdl, key=lambda c: c.p50_ms)
             line += f"  cuda+pdl best {base.p50_ms / top.p50_ms:5.2f}x {top.impl}"
+            if s == 0.5:
+                cuda_curve_pdl.add(cfg_of[top.impl])
         lines[s] = f"{name:8s} s={s:.1f}  {line}"
         if s == 0.5:
             print(lines[s], flush=True)
