@@ -5,7 +5,7 @@
 
 The benchmark (``int4_matmul.py``) gives times; this gives the hardware counters of one call
 (``-s 3``: skip the repack and warm-up launches). ``--config``: ``w<warps>,s<stage>`` plus
-optional ``p<ring depth>``, ``l2``, ``pf``, ``sx`` (see ``kernels/int4_matmul/cuda.py``).
+optional ``p<ring depth>``, ``t<tiles a block>``, ``l2``, ``pf``, ``sx`` (see ``kernels/int4_matmul/cuda.py``).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ SHAPES = {"q_o_proj": (4096, 4096), "k_v_proj": (1024, 4096), "gate_up_proj": (1
 def parse_config(spec: str):
     from sparsebench.kernels.int4_matmul import cuda
 
-    fields = {"warps": 8, "stage": 4, "pipe": 0, "l2": False, "prefetch": False, "sx": False}
+    fields = {"warps": 8, "stage": 4, "pipe": 0, "l2": False, "prefetch": False, "sx": False, "tiles": 1}
     flags = {"l2": "l2", "pf": "prefetch", "sx": "sx"}
     for part in filter(None, spec.split(",")):
         if part in flags:
             fields[flags[part]] = True
-        elif part[0] in "wsp" and part[1:].isdigit():
-            fields[{"w": "warps", "s": "stage", "p": "pipe"}[part[0]]] = int(part[1:])
+        elif part[0] in "wspt" and part[1:].isdigit():
+            fields[{"w": "warps", "s": "stage", "p": "pipe", "t": "tiles"}[part[0]]] = int(part[1:])
         else:
-            raise SystemExit(f"--config: cannot read {part!r}; expected w<N>, s<N>, p<N>, l2, pf or sx")
+            raise SystemExit(f"--config: cannot read {part!r}; expected w<N>, s<N>, p<N>, t<N>, l2, pf or sx")
     return cuda.Config(**fields)
 
 

@@ -26,6 +26,7 @@ from . import tc_layout
 SOURCE_PATH = Path(__file__).with_name("w4_mma.cu")
 MAX_M = 16
 SX_GROUPS = (64, 128, 256)  # group sizes the sx variant sums x by
+TILES = (1, 2, 4, 8)  # tiles a block may work through
 SMEM_LIMIT = 227 << 10  # a block's shared memory on sm_90 (sm_80: 163 KB; the launch reports it)
 
 
@@ -37,6 +38,12 @@ class Config:
     l2: bool = False  # cp.async with the L2 256-byte prefetch hint
     prefetch: bool = False  # each warp bulk-prefetches its chunks into the L2 first (sm_90)
     sx: bool = False  # sum(x) per group from a prologue, not a second mma per k-tile (group 64/128/256)
+    tiles: int = 1  # 16-row tiles a block works through in turn (> 1: register pipeline only)
+
+    def __post_init__(self) -> None:
+        if self.tiles not in TILES or (self.tiles > 1 and self.pipe):
+            raise ValueError(f"{self}: tiles is one of {', '.join(map(str, TILES))}, and more than 1 only "
+                             "with pipe 0")
 
     def threads_limit(self, m: int) -> int:
         """The most threads per block the compiled variant allows (its register budget)."""
@@ -68,7 +75,8 @@ def defines(dtype: torch.dtype, mt: int, config: Config, cpg: int, even: bool, t
     """The -D values of one compiled variant (no GPU needed: the compile tests use them too)."""
     return {"W4_BF16": int(dtype == torch.bfloat16), "W4_MT": mt, "W4_S": config.stage, "W4_CPG": cpg,
             "W4_EVEN": int(even), "W4_THREADS": threads, "W4_PIPE": config.pipe, "W4_L2": int(config.l2),
-            "W4_PF": int(config.prefetch), "W4_SX": int(config.sx), "W4_SXG": group if config.sx else 128}
+            "W4_PF": int(config.prefetch), "W4_SX": int(config.sx), "W4_SXG": group if config.sx else 128,
+            "W4_T": config.tiles}
 
 
 def _function(dtype: torch.dtype, mt: int, config: Config, cpg: int, even: bool, threads: int, group: int,
@@ -180,6 +188,8 @@ def run(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offsets: 
     # PDL lets the kernel read weights before the previous kernel ends: not if that one may
     # be this call's repack or zeroing (then it is an ordinary launch)
     fresh = _writes[0] != made
-    fn.launch((n // 16,), (threads,), [x2, zeros, words, sc, y, m, k, cpg, x2.stride(0), y.stride(0)], smem=smem,
+    tiles = n // 16
+    fn.launch((-(-tiles // config.tiles),), (threads,),
+              [x2, zeros, words, sc, y, m, k, cpg, x2.stride(0), y.stride(0), tiles], smem=smem,
               stream=torch.cuda.current_stream(x2.device).cuda_stream, pdl=launch.pdl(x2.device) and not fresh)
     return y

@@ -53,13 +53,15 @@ class Plan:
     l2: bool = False  # w4mma: L2 256-byte prefetch hint on its copies
     prefetch: bool = False  # w4mma: bulk L2 prefetch of each warp's chunks first
     sx: bool = False  # w4mma: sum(x) per group from a prologue instead of a second mma
+    tiles: int = 1  # w4mma: 16-row tiles a block works through in turn
 
     def label(self) -> str:
         if self.variant == "dequant":
             return f"dequant[bn{self.bn} bk{self.bk} w{self.warps} chunks{self.split}]+cublas"
         if self.variant == "w4mma":
             return f"w4mma[w{self.warps} s{self.stages}" + (f" p{self.pipe}" if self.pipe else "") + (
-                " l2" if self.l2 else "") + (" pf" if self.prefetch else "") + (" sx" if self.sx else "") + "]"
+                " l2" if self.l2 else "") + (" pf" if self.prefetch else "") + (" sx" if self.sx else "") + (
+                f" t{self.tiles}" if self.tiles > 1 else "") + "]"
         tile = f"bn{self.bn}" + (f" bm{self.bm}" if self.variant != "gemv" else "")
         extra = "" if self.variant != "fold" else (" swap" if self.swap else " noswap")
         return f"{self.variant}[{tile} bk{self.bk} split{self.split} w{self.warps} s{self.stages}{extra}]"
@@ -96,9 +98,11 @@ def split_options(n_prog: int, k_tiles: int, sms: int) -> list[int]:
     return out
 
 
-def cuda_configs(m: int, group: int) -> list:
+def cuda_configs(m: int, group: int, n: int = 0, sms: int = 132) -> list:
     """The CUDA kernel's configurations worth timing for M tokens (warps per block x chunks in
-    flight; fewer warps with more in flight each, or more warps with fewer). No GPU needed."""
+    flight; fewer warps with more in flight each, or more warps with fewer), and for layers
+    with many 16-row tiles (N/16 at least 2 per SM a block) blocks that work through 2 or 4
+    tiles each. No GPU needed."""
     from . import cuda
 
     configs = [cuda.Config(w, s) for w, s in ((4, 4), (8, 4), (16, 4), (4, 8))]  # loads into registers
@@ -111,6 +115,11 @@ def cuda_configs(m: int, group: int) -> list:
         configs += [cuda.Config(w, s, pipe=d, prefetch=pf, sx=True) for w, s, d, pf in
                     ((8, 2, 0, True), (8, 4, 0, False), (8, 4, 0, True), (16, 4, 0, True), (16, 2, 0, True),
                      (4, 8, 0, False), (8, 4, 4, False))]
+    for t in (2, 4):  # the last lease's gate/up (896 tiles) streamed 16% slower than down (256 longer ones)
+        if n // 16 >= t * 2 * sms:
+            configs += [cuda.Config(w, s, prefetch=pf, tiles=t) for w, s, pf in ((8, 2, True), (8, 4, False))]
+            if m <= 8 and group in cuda.SX_GROUPS:
+                configs += [cuda.Config(w, s, prefetch=pf, sx=True, tiles=t) for w, s, pf in ((8, 2, True), (8, 4, False))]
     return [c for c in configs if 32 * c.warps <= c.threads_limit(m)]
 
 
@@ -122,8 +131,8 @@ def cuda_plans(m: int, n: int, k: int, group: int, dtype: torch.dtype, device: t
 
     if cuda.why_not(m, n, k, group, dtype, device):
         return []
-    return [Plan("w4mma", warps=c.warps, stages=c.stage, pipe=c.pipe, l2=c.l2, prefetch=c.prefetch, sx=c.sx)
-            for c in cuda_configs(m, group)]
+    return [Plan("w4mma", warps=c.warps, stages=c.stage, pipe=c.pipe, l2=c.l2, prefetch=c.prefetch, sx=c.sx,
+                 tiles=c.tiles) for c in cuda_configs(m, group, n, sm_count(device))]
 
 
 def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int,
@@ -217,7 +226,7 @@ def run(plan: Plan, x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tenso
         from . import cuda
 
         return cuda.run(x2, qweight, scales, offsets, group, cuda.Config(plan.warps, plan.stages, plan.pipe, plan.l2,
-                                                                         plan.prefetch, plan.sx))
+                                                                         plan.prefetch, plan.sx, plan.tiles))
     m, k = x2.shape
     n = qweight.shape[0]
     q32, kp = as_words(qweight, k)

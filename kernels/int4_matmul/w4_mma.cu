@@ -124,7 +124,9 @@ template <bool BF16> __device__ __forceinline__ u16 to_half(float v) {
 //   W4_L2 (1: cp.async asks the L2 to fetch 256 bytes at a time),
 //   W4_PF (1: each warp first asks the L2 to prefetch all of its chunks past the first stage),
 //   W4_SX (1: sum(x) per group from a prologue of 16-byte loads and shuffles, not a second
-//   mma per k-tile; W4_SXG, the group size, is 64, 128 or 256).
+//   mma per k-tile; W4_SXG, the group size, is 64, 128 or 256),
+//   W4_T (16-row tiles a block works through in turn, 1 by default; with W4_T > 1, registers
+//   only: a tile's first weights and its scales go out before the previous tile's epilogue).
 #ifndef W4_BF16
 #define W4_BF16 1
 #define W4_MT 1
@@ -145,6 +147,12 @@ template <bool BF16> __device__ __forceinline__ u16 to_half(float v) {
 #ifndef W4_SX
 #define W4_SX 0
 #define W4_SXG 128
+#endif
+#ifndef W4_T
+#define W4_T 1
+#endif
+#if W4_T > 1 && W4_PIPE
+#error "W4_T > 1 takes the register pipeline (W4_PIPE 0)"
 #endif
 #define BF16 (W4_BF16 != 0)
 #define MT W4_MT
@@ -280,17 +288,19 @@ __device__ __forceinline__ void compute_stage(State& st, const U4 (&buf)[S], con
 }
 
 // x [M, ldx] (K used), xz: K zeros, qw [N/16, K/64, 32, 4] words, sc [N/16, K/G, 16] (s, c)
-// pairs, y [M, ldy]. cpg: 64-column chunks per group. Block: 32 * warps threads; dynamic
+// pairs, y [M, ldy]. cpg: 64-column chunks per group; tiles: N/16 (block b takes tiles
+// b * W4_T .. b * W4_T + W4_T - 1). Block: 32 * warps threads; dynamic
 // shared memory: K/G * 16 * 8 bytes of (s, c), then warps * MT * 512 bytes for the reduction,
 // then (W4_PIPE) warps * W4_PIPE * S * 512 bytes of weight ring, then (W4_SX) K/G * 8 * MT
 // floats of sum(x) a group and token.
 extern "C" __global__ void __launch_bounds__(W4_THREADS)
 w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restrict__ qw,
-       const F2* __restrict__ sc, u16* __restrict__ y, int M, int K, int cpg, int ldx, int ldy) {
+       const F2* __restrict__ sc, u16* __restrict__ y, int M, int K, int cpg, int ldx, int ldy, int tiles) {
     extern __shared__ __align__(16) unsigned char smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     const int gid = lane >> 2;
-    const int tile = blockIdx.x;
+    const int tile0 = blockIdx.x * W4_T, tile1 = min(tile0 + W4_T, tiles);
+    int tile = tile0;
     const int chunks = K >> 6, groups = chunks / cpg;
     const int c0 = (warp * groups / warps) * cpg, c1 = ((warp + 1) * groups / warps) * cpg;
     const U4* wq = qw + (size_t)tile * chunks * 32 + lane;
@@ -338,12 +348,32 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
         xr[mt] = reinterpret_cast<const U4*>(tok < M ? x + (size_t)tok * ldx : xz) + 2 * (lane & 3);
     }
     State st;
+    auto reset = [&]() {
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) st.tot[mt][e] = st.acc[mt][e] = st.accx[mt][e] = 0.f;
-    st.in_group = 0;
-    st.g = c0 / cpg;
+            for (int e = 0; e < 4; ++e) st.tot[mt][e] = st.acc[mt][e] = st.accx[mt][e] = 0.f;
+        st.in_group = 0;
+        st.g = c0 / cpg;
+    };
+    reset();
+    // the warps' sums meet in shared memory; one thread writes each output (fixed order:
+    // deterministic)
+    auto finish = [&]() {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s_red[((warp * MT + mt) * 4 + e) * 32 + lane] = st.tot[mt][e];
+        __syncthreads();
+        for (int i = threadIdx.x; i < MT * 128; i += blockDim.x) {
+            float v = 0.f;
+            for (int w = 0; w < warps; ++w) v += s_red[w * MT * 128 + i];
+            const int mt = i >> 7, e = (i >> 5) & 3, ln = i & 31;
+            const int row = tile * 16 + (ln >> 2) + (e >= 2 ? 8 : 0);
+            const int tok = mt * 8 + 2 * (ln & 3) + (e & 1);
+            if (tok < M) y[(size_t)tok * ldy + row] = to_half<BF16>(v);
+        }
+    };
 
     wait_for_inputs();  // x comes from the kernel before (weights and scales are already on their way)
 #if W4_SX
@@ -369,29 +399,37 @@ w4_mma(const u16* __restrict__ x, const u16* __restrict__ xz, const U4* __restri
             buf[i] = (W4_EVEN || cs + i < c1) ? load_shared(src + i * 512) : U4{0, 0, 0, 0};
         compute_stage(st, buf, xr, cs, c0, c1, cpg, s_sc, gid);
     }
+    finish();
 #else
-    wait_copies<0>();  // the scales, while stage 0's weights are still on their way
-    __syncwarp();
-    for (int cs = c0; cs < c1; cs += 2 * S) {  // two register buffers in turn: no copies
-        if (cs + S < c1) load_stage(bufb, wq, cs + S, c1);
-        compute_stage(st, bufa, xr, cs, c0, c1, cpg, s_sc, gid);
-        if (cs + S >= c1) break;
-        if (cs + 2 * S < c1) load_stage(bufa, wq, cs + 2 * S, c1);
-        compute_stage(st, bufb, xr, cs + S, c0, c1, cpg, s_sc, gid);
+    for (;;) {
+        wait_copies<0>();  // the scales, while stage 0's weights are still on their way
+        __syncwarp();
+        for (int cs = c0; cs < c1; cs += 2 * S) {  // two register buffers in turn: no copies
+            if (cs + S < c1) load_stage(bufb, wq, cs + S, c1);
+            compute_stage(st, bufa, xr, cs, c0, c1, cpg, s_sc, gid);
+            if (cs + S >= c1) break;
+            if (cs + 2 * S < c1) load_stage(bufa, wq, cs + 2 * S, c1);
+            compute_stage(st, bufb, xr, cs + S, c0, c1, cpg, s_sc, gid);
+        }
+        const bool more = W4_T > 1 && tile + 1 < tile1;  // W4_T 1: the one-tile kernel as it was
+        if (more) {
+            // the next tile's first weights and scales go out now, before this tile's epilogue
+            // (a warp reads only the scales of its own groups, which it copies itself)
+            __syncwarp();
+            const U4* wn = qw + (size_t)(tile + 1) * chunks * 32 + lane;
+#if W4_PF
+            if (lane == 0 && c0 + S < c1) prefetch_l2(wn + (size_t)(c0 + S) * 32, (u32)(c1 - c0 - S) * 512u);
+#endif
+            if (c0 < c1) load_stage(bufa, wn, c0, c1);
+            copy_scales(s_sc, sc, tile + 1, groups, c0 / cpg, c1 / cpg, lane);
+            commit_copies();
+            wq = wn;
+        }
+        finish();
+        if (!more) break;
+        __syncthreads();  // every thread has read s_red before the next tile writes it
+        ++tile;
+        reset();
     }
 #endif
-
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s_red[((warp * MT + mt) * 4 + e) * 32 + lane] = st.tot[mt][e];
-    __syncthreads();
-    for (int i = threadIdx.x; i < MT * 128; i += blockDim.x) {
-        float v = 0.f;
-        for (int w = 0; w < warps; ++w) v += s_red[w * MT * 128 + i];  // fixed order: deterministic
-        const int mt = i >> 7, e = (i >> 5) & 3, ln = i & 31;
-        const int row = tile * 16 + (ln >> 2) + (e >= 2 ? 8 : 0);
-        const int tok = mt * 8 + 2 * (ln & 3) + (e & 1);
-        if (tok < M) y[(size_t)tok * ldy + row] = to_half<BF16>(v);
-    }
 }

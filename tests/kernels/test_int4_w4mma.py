@@ -78,6 +78,15 @@ def test_shapes_the_layout_cannot_hold_are_refused(n, k, group, dtype, why):
         tc_layout.pack(packed, scales, offsets, group, dtype)
 
 
+def test_several_tiles_a_block_take_the_register_pipeline():
+    from sparsebench.kernels.int4_matmul import cuda
+
+    for bad in ({"pipe": 4, "tiles": 2}, {"tiles": 3}):
+        with pytest.raises(ValueError, match="more than 1 only with pipe 0"):
+            cuda.Config(8, 4, **bad)
+    assert cuda.Config(8, 4, tiles=8).tiles == 8
+
+
 def test_the_tuner_offers_the_cuda_kernel_only_where_it_can_run():
     from sparsebench.kernels.int4_matmul import triton as fast
 
@@ -101,9 +110,10 @@ def test_every_offered_variant_compiles(arch):
         pytest.skip("NVRTC not found (set SPARSEBENCH_NVRTC)")
     source = cuda.SOURCE_PATH.read_text()
     seen = set()
-    for m, group in ((1, 128), (16, 128), (1, 64)):
-        configs = fast.cuda_configs(m, group)
+    for m, group, n in ((1, 128, 4096), (16, 128, 4096), (1, 64, 4096), (1, 128, 28672), (16, 128, 28672)):
+        configs = fast.cuda_configs(m, group, n, 132)
         assert any(c.sx for c in configs) == (m <= 8)
+        assert any(c.tiles > 1 for c in configs) == (n // 16 >= 2 * 2 * 132)
         for config in configs:
             for dtype in (torch.bfloat16, torch.float16):
                 defines = cuda.defines(dtype, 1 if m <= 8 else 2, config, 2 if group == 128 else 1, True,
@@ -133,9 +143,11 @@ CONFIGS = [(4, 4, 0, False, False), (8, 4, 0, False, False), (16, 4, 0, False, F
            (4, 4, 4, False, False), (8, 4, 2, False, False), (16, 4, 3, True, False), (5, 4, 8, True, False),
            (3, 8, 3, False, False),  # cp.async rings
            (4, 4, 0, False, True), (5, 2, 0, False, True), (8, 4, 2, False, True)]  # L2 bulk prefetch first
-CONFIGS = [(*c, False) for c in CONFIGS] + [  # sum(x) from the prologue instead of the second mma
-    (8, 4, 0, False, False, True), (3, 8, 0, False, True, True), (5, 4, 3, False, False, True),
-    (16, 2, 0, False, True, True)]
+CONFIGS = [(*c, False, 1) for c in CONFIGS] + [  # sum(x) from the prologue instead of the second mma
+    (8, 4, 0, False, False, True, 1), (3, 8, 0, False, True, True, 1), (5, 4, 3, False, False, True, 1),
+    (16, 2, 0, False, True, True, 1),
+    # blocks working through several tiles (a last block with fewer when N/16 does not divide)
+    (8, 2, 0, False, True, False, 2), (4, 4, 0, False, False, True, 4), (3, 8, 0, False, False, False, 8)]
 GPU_CASES = [  # m, n, k, group
     (1, 48, 192, 64), (3, 48, 192, 64), (8, 64, 1024, 128), (9, 64, 1024, 128), (16, 32, 1024, 128),
     (1, 1024, 4096, 128), (2, 4096, 14336, 128), (1, 32, 2048, 1024), (1, 16, 64, 64),
@@ -152,8 +164,8 @@ def test_cuda_kernel_matches_ref(m, n, k, group, dtype):
     _, packed, scales, offsets = (t.cuda() for t in _layer(n, k, group, dtype, seed=m + n))
     x = torch.randn(m, k, device="cuda").to(dtype)
     want = ref.int4_matmul(x, packed, scales, offsets, group)
-    for warps, stage, pipe, l2, prefetch, sx in CONFIGS:
-        config = cuda.Config(warps, stage, pipe, l2, prefetch, sx)
+    for warps, stage, pipe, l2, prefetch, sx, tiles in CONFIGS:
+        config = cuda.Config(warps, stage, pipe, l2, prefetch, sx, tiles)
         if 32 * warps > config.threads_limit(m):
             continue
         if sx and group not in cuda.SX_GROUPS:
