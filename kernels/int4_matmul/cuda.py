@@ -9,7 +9,10 @@ The weight is repacked once into that layout (``tc_layout.pack``) and kept besid
 stored one for as long as the stored tensors live and are not modified in place; the first
 call for a weight must happen outside CUDA-graph capture (warm-ups and the tuner's eager
 call do that). With ``SPARSEBENCH_PDL=1`` (``launch.pdl``) it launches with programmatic
-dependent launch: its weight loads overlap the previous kernel's tail. ``Config`` is what the tuner varies: warps per block and chunks per stage.
+dependent launch: its weight loads overlap the previous kernel's tail. ``Config`` is what the
+tuner varies: warps per block, chunks per stage, the cp.async ring, L2 hints, ``sx`` (sum(x)
+per group from a prologue instead of a second mma) and ``tiles`` (16-row tiles a block works
+through in turn).
 """
 
 from __future__ import annotations
