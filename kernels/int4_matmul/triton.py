@@ -111,15 +111,15 @@ def cuda_configs(m: int, group: int, n: int = 0, sms: int = 132) -> list:
                  (4, 4, 8, True))]
     configs += [cuda.Config(w, s, prefetch=True) for w, s in ((4, 4), (8, 4), (16, 4), (4, 8), (8, 2))]
     configs += [cuda.Config(w, s, pipe=d, prefetch=True) for w, s, d in ((8, 4, 2), (4, 4, 4))]
-    if m <= 8 and group in cuda.SX_GROUPS:  # half the mma; its prologue grows with M
+    sx_ok = m <= 8 and group in cuda.SX_GROUPS  # half the mma; its prologue grows with M
+    if sx_ok:
         configs += [cuda.Config(w, s, pipe=d, prefetch=pf, sx=True) for w, s, d, pf in
                     ((8, 2, 0, True), (8, 4, 0, False), (8, 4, 0, True), (16, 4, 0, True), (16, 2, 0, True),
                      (4, 8, 0, False), (8, 4, 4, False))]
     for t in (2, 4):  # the last lease's gate/up (896 tiles) streamed 16% slower than down (256 longer ones)
         if n // 16 >= t * 2 * sms:
-            configs += [cuda.Config(w, s, prefetch=pf, tiles=t) for w, s, pf in ((8, 2, True), (8, 4, False))]
-            if m <= 8 and group in cuda.SX_GROUPS:
-                configs += [cuda.Config(w, s, prefetch=pf, sx=True, tiles=t) for w, s, pf in ((8, 2, True), (8, 4, False))]
+            configs += [cuda.Config(w, s, prefetch=pf, sx=sx, tiles=t) for sx in ((False, True) if sx_ok else (False,))
+                        for w, s, pf in ((8, 2, True), (8, 4, False))]
     return [c for c in configs if 32 * c.warps <= c.threads_limit(m)]
 
 

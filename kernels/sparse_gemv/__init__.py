@@ -37,7 +37,13 @@ def fast_impl() -> str:
         raise ValueError(f"{IMPL_ENV}={value!r}: expected one of {', '.join(FAST)}")
     return value
 
-__all__ = ["FAST", "IMPL_ENV", "MAX_ROWS", "describe", "fast_impl", "keep_mask", "masked_matmul", "sparse_gemv", "sparse_gemv_ref"]
+
+def fast_order() -> tuple[str, ...]:
+    """The fast paths in the order they are tried: the CUDA kernel falls back to Triton."""
+    return ("cuda", "triton") if fast_impl() == "cuda" else ("triton",)
+
+
+__all__ = ["FAST", "IMPL_ENV", "MAX_ROWS", "describe", "fast_impl", "fast_order", "keep_mask", "masked_matmul", "sparse_gemv", "sparse_gemv_ref"]
 
 
 def masked_matmul(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.Tensor,
@@ -73,7 +79,7 @@ def sparse_gemv(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.Ten
 def _path(impl: str, x: torch.Tensor) -> str:
     """``auto``: ref off the GPU (or triton under the interpreter), ``fast_impl()`` on it."""
     if impl == "auto":  # the named fast path first, where it can run (cuda needs NVRTC)
-        return choose_impl(impl, x, ("cuda", "triton") if fast_impl() == "cuda" else ("triton",))
+        return choose_impl(impl, x, fast_order())
     return choose_impl(impl, x, FAST)
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from sparsebench.api import ApplyContext, Method, MethodResult, Metric
 from sparsebench.kernels.dispatch import choose_impl
-from sparsebench.kernels.sparse_gemv import FAST, describe, fast_impl
+from sparsebench.kernels.sparse_gemv import FAST, describe, fast_order
 
 from ..layerwise import Block, process_layerwise
 from .calibrate import greedy_allocation, group_sites, quantile_threshold, scaled_thresholds
@@ -96,7 +96,7 @@ class ActivationSparsity(Method):
         if ctx.kernel == "fast":
             # the CUDA kernel falls back to Triton (NVRTC or a GPU missing), as auto does
             tried = []
-            for impl in ("cuda", "triton") if fast_impl() == "cuda" else ("triton",):
+            for impl in fast_order():
                 try:
                     return choose_impl(impl, probe, FAST)
                 except RuntimeError as exc:
