@@ -159,8 +159,6 @@ def test_cats_needs_a_gated_mlp():
         cls(cls.Config()).apply_(model, ApplyContext(calibration=_ids(1, 1)))
 
 
-@pytest.mark.skipif(not (triton_available() and interpreting()) and not torch.cuda.is_available(),
-                    reason="needs triton on a GPU, or TRITON_INTERPRET=1 on CPU")
 def _fast_here(device: str) -> str:
     """What kernel 'fast' runs: the CUDA kernel on a GPU with NVRTC (unless the environment
     asks for Triton), Triton otherwise (the interpreter on CPU)."""
@@ -172,6 +170,8 @@ def _fast_here(device: str) -> str:
     return "triton"
 
 
+@pytest.mark.skipif(not (triton_available() and interpreting()) and not torch.cuda.is_available(),
+                    reason="needs triton on a GPU, or TRITON_INTERPRET=1 on CPU")
 def test_fast_path_generates_what_the_reference_generates():
     """kernel=fast: weights stored transposed, Triton GEMV for decode rows, masked GEMM for the
     prompt; greedy generation and logits match the reference path."""
