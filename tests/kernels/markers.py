@@ -14,6 +14,29 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available() or not triton_avai
                                 reason="needs a CUDA device")
 
 
+def _rtc_ready() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    from sparsebench.kernels import cuda_rtc
+
+    return cuda_rtc.available()[0]
+
+
+#: the NVRTC-compiled CUDA kernels run on a GPU where NVRTC is found
+needs_rtc = pytest.mark.skipif(not _rtc_ready(), reason="needs a CUDA device and NVRTC")
+
+
+def nvrtc_or_skip():
+    """``cuda_rtc`` where NVRTC can be loaded (compiling needs no GPU), else skip the test."""
+    from sparsebench.kernels import cuda_rtc
+
+    try:
+        cuda_rtc._nvrtc()
+    except cuda_rtc.RtcError:
+        pytest.skip("NVRTC not found (set SPARSEBENCH_NVRTC)")
+    return cuda_rtc
+
+
 def force_pdl(monkeypatch, *modules):
     """Take the programmatic-dependent-launch path of the kernels launched from ``modules``.
     On a Hopper or newer GPU it is the real thing (``SPARSEBENCH_PDL=1``). The interpreter has

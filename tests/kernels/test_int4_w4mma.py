@@ -14,6 +14,8 @@ import torch
 from sparsebench.kernels.int4_matmul import ref, tc_layout
 from sparsebench.kernels.tolerances import assert_close
 
+from .markers import needs_rtc, nvrtc_or_skip
+
 
 def _layer(n, k, group, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -100,14 +102,10 @@ def test_the_tuner_offers_the_cuda_kernel_only_where_it_can_run():
 def test_every_offered_variant_compiles(arch):
     """NVRTC needs no GPU: every configuration the tuner offers at a Llama shape (one and
     sixteen tokens), in both dtypes, with the defines ``cuda.run`` would give it."""
-    from sparsebench.kernels import cuda_rtc
     from sparsebench.kernels.int4_matmul import cuda
     from sparsebench.kernels.int4_matmul import triton as fast
 
-    try:
-        cuda_rtc._nvrtc()
-    except Exception:
-        pytest.skip("NVRTC not found (set SPARSEBENCH_NVRTC)")
+    cuda_rtc = nvrtc_or_skip()
     source = cuda.SOURCE_PATH.read_text()
     seen = set()
     for m, group, n in ((1, 128, 4096), (16, 128, 4096), (1, 64, 4096), (1, 128, 28672), (16, 128, 28672)):
@@ -128,15 +126,6 @@ def test_every_offered_variant_compiles(arch):
 
 # ---- on a GPU ---------------------------------------------------------------------------
 
-def _cuda_ready():
-    if not torch.cuda.is_available():
-        return False
-    from sparsebench.kernels import cuda_rtc
-
-    return cuda_rtc.available()[0]
-
-
-needs_rtc = pytest.mark.skipif(not _cuda_ready(), reason="needs a CUDA device and NVRTC")
 
 CONFIGS = [(4, 4, 0, False, False), (8, 4, 0, False, False), (16, 4, 0, False, False), (4, 8, 0, False, False),
            (8, 8, 0, False, False), (3, 4, 0, False, False), (5, 8, 0, False, False),  # 3, 5 warps: uneven shares

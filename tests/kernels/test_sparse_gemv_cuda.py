@@ -13,6 +13,8 @@ import torch
 from sparsebench.kernels.sparse_gemv import cuda, sparse_gemv, sparse_gemv_ref
 from sparsebench.kernels.tolerances import assert_close
 
+from .markers import needs_rtc, nvrtc_or_skip
+
 # what the benchmark sweeps (benchmarks/kernels/sparse_gemv.py CUDA_CONFIGS) and the edges
 CONFIGS = [cuda.Config(), cuda.Config(unroll=4), cuda.Config(lanes_n=8), cuda.Config(lanes_n=8, unroll=6),
            cuda.Config(warps=4, lanes_n=8, unroll=4), cuda.Config(unroll=4, local=1),
@@ -97,23 +99,11 @@ def test_without_a_gpu_impl_cuda_is_refused_and_auto_is_unchanged():
     assert describe("auto", "cpu").startswith("sparse_gemv ref")
 
 
-def _nvrtc():
-    from sparsebench.kernels import cuda_rtc
-
-    try:
-        cuda_rtc._nvrtc()
-    except cuda_rtc.RtcError:
-        return None
-    return cuda_rtc
-
-
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
 def test_every_offered_variant_compiles(arch):
     """NVRTC needs no GPU: each configuration (one and eight rows), and the default one in both
     dtypes at every compiled row count."""
-    rtc = _nvrtc()
-    if rtc is None:
-        pytest.skip("NVRTC not found (set SPARSEBENCH_NVRTC)")
+    rtc = nvrtc_or_skip()
     source = cuda.SOURCE_PATH.read_text()
     splits = (1, 8) if arch == "sm_90" else (1,)
     variants = [(cfg, torch.bfloat16, m, s) for cfg in CONFIGS for m in (1, 8) for s in splits]
@@ -127,15 +117,6 @@ def test_every_offered_variant_compiles(arch):
 
 # ---- on a GPU ---------------------------------------------------------------------------
 
-def _cuda_ready():
-    if not torch.cuda.is_available():
-        return False
-    from sparsebench.kernels import cuda_rtc
-
-    return cuda_rtc.available()[0]
-
-
-needs_rtc = pytest.mark.skipif(not _cuda_ready(), reason="needs a CUDA device and NVRTC")
 
 # m, k, n: N = 8 * odd, K odd or off every tile, a Llama shape
 GPU_CASES = [(1, 1000, 40), (3, 1000, 40), (8, 4104, 328), (1, 4104, 1032), (3, 37, 8), (8, 300, 2056),
