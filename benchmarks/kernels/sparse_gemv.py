@@ -4,7 +4,8 @@
     TRITON_INTERPRET=1 python benchmarks/kernels/sparse_gemv.py --device cpu   # dry run, tiny shapes
 
 For every shape (``K->N``: q/o 4096->4096, k/v 4096->1024, gate/up 4096->14336, down
-14336->4096; ``--shapes ... gate_up_fused`` adds TEAL's fused gate/up, 4096->28672) and
+14336->4096; ``--shapes ... gate_up_fused qkv_fused`` add the fused gate/up, 4096->28672, and
+q/k/v, 4096->6144, that TEAL's decode runs when sibling layers share a threshold) and
 activation sparsity 0, 10, ..., 90%:
   * ``cublas``: ``F.linear(x, W)`` with ``W [N, K]`` row-major in bf16, as ``nn.Linear`` runs;
   * ``triton``: ``sparse_gemv(x, W_t, t)`` with ``W_t [K, N]`` contiguous, the shape's default
@@ -65,8 +66,8 @@ from sparsebench.kernels.tolerances import TOLERANCES, assert_close
 from sparsebench.measure.decode_kernels import pdl_launches
 
 SHAPES = {"q_o": (4096, 4096), "k_v": (4096, 1024), "gate_up": (4096, 14336), "down": (14336, 4096),
-          "gate_up_fused": (4096, 28672)}
-DEFAULT_SHAPES = ("q_o", "k_v", "gate_up", "down")  # gate_up_fused (TEAL's fused gate/up) on request
+          "gate_up_fused": (4096, 28672), "qkv_fused": (4096, 6144)}
+DEFAULT_SHAPES = ("q_o", "k_v", "gate_up", "down")  # the fused shapes on request
 TINY = {"tiny_a": (37, 53), "tiny_b": (300, 40)}
 SPARSITIES = tuple(i / 10 for i in range(10))
 FALLBACK = GemvConfig(kind="mask", num_stages=1, pairs=False, reduce="launch")  # fewest features
@@ -108,12 +109,23 @@ SWEEP = tuple(GemvConfig.parse(s) for s in (
 # two waves (u=8 at 448-512 blocks, 16 warps of 64 columns) or with under one block an SM.
 # Then the same with ``loc=1``.
 CUDA_CONFIGS = tuple(sg_cuda.Config.parse(s) for s in (
+    # (w=8,ln=8,u=6 / ln=4,u=4 / w=4,ln=8,u=4 / w=4,ln=16,u=4 / ln=16,u=2 never won: left out since
+    # 20261203T172522, which times them)
     "w=8,ln=16,u=4,s=0", "w=8,ln=8,u=8,s=0", "w=8,ln=16,u=8,s=0", "w=8,ln=4,u=8,s=0", "w=8,ln=8,u=4,s=0",
-    "w=8,ln=8,u=6,s=0", "w=8,ln=4,u=4,s=0", "w=4,ln=8,u=4,s=0", "w=4,ln=16,u=4,s=0", "w=8,ln=16,u=2,s=0",
     "w=8,ln=16,u=6,s=0", "w=8,ln=32,u=4,s=0",
     # each warp gathering its own slice (one scan pass, no block barrier before the gather)
     "w=8,ln=16,u=4,s=0,loc=1", "w=8,ln=8,u=8,s=0,loc=1", "w=8,ln=8,u=4,s=0,loc=1",
+    # the scan reading eight inputs a lane (one x load a warp for up to 256 inputs)
+    "w=8,ln=16,u=4,s=0,vx=1", "w=8,ln=16,u=6,s=0,vx=1", "w=8,ln=16,u=8,s=0,vx=1", "w=8,ln=8,u=4,s=0,vx=1",
+    "w=8,ln=4,u=8,s=0,vx=1", "w=8,ln=8,u=4,s=0,loc=1,vx=1", "w=8,ln=8,u=8,s=0,vx=1",
+    # the tile-major weight (a block's live rows tile_n apart, not N), with and without vx
+    "w=8,ln=16,u=4,s=0,tl=1", "w=8,ln=16,u=6,s=0,vx=1,tl=1", "w=8,ln=16,u=8,s=0,vx=1,tl=1",
+    "w=8,ln=8,u=4,s=0,vx=1,tl=1", "w=8,ln=4,u=8,s=0,vx=1,tl=1", "w=8,ln=32,u=4,s=0,vx=1,tl=1",
+    # explicit K splits (auto: the smallest cluster giving two blocks an SM)
+    "w=8,ln=16,u=4,s=2,vx=1", "w=8,ln=16,u=4,s=8,vx=1", "w=8,ln=8,u=4,s=4,vx=1",
 ))
+# id(weight) -> (the weight, kept alive so that its id is not reused; its tile-major copy)
+_TILED: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 PROGRAMS_X_SM = (1, 2)  # the shape's default also at these many programs per SM (auto: 4)
 CPU_SWEEP = 4  # the dry run times this many of SWEEP only (spread over the list)
 
@@ -141,6 +153,13 @@ def make_operands(shapes: dict[str, tuple[int, int]], rows: int, device: str,
 def _call(cfg: GemvConfig | sg_cuda.Config) -> Any:
     """The kernel call for a Triton or a CUDA configuration."""
     if isinstance(cfg, sg_cuda.Config):
+        if cfg.tiled:  # the tile-major copy is made on the first (untimed, warm-up) call
+            def tiled_call(x: torch.Tensor, w_t: torch.Tensor, t: Any) -> torch.Tensor:
+                held = _TILED.get(id(w_t))
+                if held is None or held[1].shape[2] != cfg.tile_n:
+                    held = _TILED[id(w_t)] = (w_t, sg_cuda.tile_weight(w_t, cfg.tile_n))
+                return sg_cuda.sparse_gemv_cuda(x, held[1], t, config=cfg)
+            return tiled_call
         return partial(sg_cuda.sparse_gemv_cuda, config=cfg)
     return partial(sparse_gemv_triton, config=cfg)
 
@@ -412,6 +431,7 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
         if s != 0.5:
             print(lines[s], flush=True)
     del ws, wts, xs
+    _TILED.clear()
     if not cpu:
         torch.cuda.empty_cache()
 
