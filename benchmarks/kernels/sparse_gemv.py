@@ -115,17 +115,9 @@ CUDA_CONFIGS = tuple(sg_cuda.Config.parse(s) for s in (
     "w=8,ln=16,u=6,s=0", "w=8,ln=32,u=4,s=0",
     # each warp gathering its own slice (one scan pass, no block barrier before the gather)
     "w=8,ln=16,u=4,s=0,loc=1", "w=8,ln=8,u=8,s=0,loc=1", "w=8,ln=8,u=4,s=0,loc=1",
-    # the scan reading eight inputs a lane (one x load a warp for up to 256 inputs)
-    "w=8,ln=16,u=4,s=0,vx=1", "w=8,ln=16,u=6,s=0,vx=1", "w=8,ln=16,u=8,s=0,vx=1", "w=8,ln=8,u=4,s=0,vx=1",
-    "w=8,ln=4,u=8,s=0,vx=1", "w=8,ln=8,u=4,s=0,loc=1,vx=1", "w=8,ln=8,u=8,s=0,vx=1",
-    # the tile-major weight (a block's live rows tile_n apart, not N), with and without vx
-    "w=8,ln=16,u=4,s=0,tl=1", "w=8,ln=16,u=6,s=0,vx=1,tl=1", "w=8,ln=16,u=8,s=0,vx=1,tl=1",
-    "w=8,ln=8,u=4,s=0,vx=1,tl=1", "w=8,ln=4,u=8,s=0,vx=1,tl=1", "w=8,ln=32,u=4,s=0,vx=1,tl=1",
-    # explicit K splits (auto: the smallest cluster giving two blocks an SM)
-    "w=8,ln=16,u=4,s=2,vx=1", "w=8,ln=16,u=4,s=8,vx=1", "w=8,ln=8,u=4,s=4,vx=1",
+    # (the 16-byte scan vx=1, the tile-major weight tl=1 and explicit splits were timed in
+    # 20261203T184016 / T184323, commit 097adfb: no gain; taken out again)
 ))
-# id(weight) -> (the weight, kept alive so that its id is not reused; its tile-major copy)
-_TILED: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 PROGRAMS_X_SM = (1, 2)  # the shape's default also at these many programs per SM (auto: 4)
 CPU_SWEEP = 4  # the dry run times this many of SWEEP only (spread over the list)
 
@@ -153,13 +145,6 @@ def make_operands(shapes: dict[str, tuple[int, int]], rows: int, device: str,
 def _call(cfg: GemvConfig | sg_cuda.Config) -> Any:
     """The kernel call for a Triton or a CUDA configuration."""
     if isinstance(cfg, sg_cuda.Config):
-        if cfg.tiled:  # the tile-major copy is made on the first (untimed, warm-up) call
-            def tiled_call(x: torch.Tensor, w_t: torch.Tensor, t: Any) -> torch.Tensor:
-                held = _TILED.get(id(w_t))
-                if held is None or held[1].shape[2] != cfg.tile_n:
-                    held = _TILED[id(w_t)] = (w_t, sg_cuda.tile_weight(w_t, cfg.tile_n))
-                return sg_cuda.sparse_gemv_cuda(x, held[1], t, config=cfg)
-            return tiled_call
         return partial(sg_cuda.sparse_gemv_cuda, config=cfg)
     return partial(sparse_gemv_triton, config=cfg)
 
@@ -431,7 +416,6 @@ def time_shape(rec: Any, name: str, k: int, n: int, variants_at_50: list[GemvCon
         if s != 0.5:
             print(lines[s], flush=True)
     del ws, wts, xs
-    _TILED.clear()
     if not cpu:
         torch.cuda.empty_cache()
 

@@ -18,7 +18,7 @@ kernel's results before its first global read.
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,8 +32,7 @@ MAX_ROWS = 8
 MAX_K = 1 << 16  # list entries of one row hold the input index in 16 bits
 SMEM_LIMIT = 227 << 10  # a block's shared memory on sm_90 (sm_80: 163 KB; the launch reports it)
 SPLITS = (1, 2, 4, 8)  # cluster sizes (8: the portable limit)
-_KEYS = {"w": "warps", "ln": "lanes_n", "u": "unroll", "s": "split", "loc": "local", "vx": "vec_scan",
-         "tl": "tiled"}
+_KEYS = {"w": "warps", "ln": "lanes_n", "u": "unroll", "s": "split", "loc": "local"}
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,6 @@ class Config:
     unroll: int = 8  # 16-byte weight loads in flight per lane
     split: int = 0  # K split over a cluster of blocks; 0: auto (1 without clusters)
     local: int = 0  # 1: each warp gathers its own slice's live rows (one scan pass, no block barrier)
-    vec_scan: int = 0  # 1: the scan reads eight inputs a lane (16 bytes) where K and x allow it
-    tiled: int = 0  # 1: the weight is tile-major, ``tile_weight(w_t, tile_n)`` (a 3-d tensor)
 
     def __post_init__(self) -> None:
         if self.warps not in (1, 2, 4, 8, 16):
@@ -57,18 +54,13 @@ class Config:
             raise ValueError(f"split must be 0 (auto) or one of {SPLITS}, got {self.split}")
         if self.local not in (0, 1):
             raise ValueError(f"local must be 0 or 1, got {self.local}")
-        if self.vec_scan not in (0, 1):
-            raise ValueError(f"vec_scan must be 0 or 1, got {self.vec_scan}")
-        if self.tiled not in (0, 1):
-            raise ValueError(f"tiled must be 0 or 1, got {self.tiled}")
 
     @property
     def tile_n(self) -> int:
         return 8 * self.lanes_n
 
     def label(self) -> str:
-        return (f"w={self.warps},ln={self.lanes_n},u={self.unroll},s={self.split}" + (",loc=1" if self.local else "")
-                + (",vx=1" if self.vec_scan else "") + (",tl=1" if self.tiled else ""))
+        return f"w={self.warps},ln={self.lanes_n},u={self.unroll},s={self.split}" + (",loc=1" if self.local else "")
 
     @classmethod
     def parse(cls, spec: str) -> Config:
@@ -99,8 +91,7 @@ def compiled_rows(m: int) -> int:
 
 def defines(config: Config, dtype: torch.dtype, m: int, split: int) -> dict[str, int]:
     return {"SG_BF16": int(dtype == torch.bfloat16), "SG_M": compiled_rows(m), "SG_WARPS": config.warps,
-            "SG_LN": config.lanes_n, "SG_U": config.unroll, "SG_SPLIT": split, "SG_LOCAL": config.local,
-            "SG_VX": config.vec_scan, "SG_TILED": config.tiled}
+            "SG_LN": config.lanes_n, "SG_U": config.unroll, "SG_SPLIT": split, "SG_LOCAL": config.local}
 
 
 @dataclass(frozen=True)
@@ -136,8 +127,7 @@ def smem_bytes(config: Config, m: int, kb: int) -> int:
 def plan(m: int, n: int, k: int, config: Config, sms: int, clusters: bool) -> Plan:
     """Tiles and K split for ``[m, k] x [k, n]`` on ``sms`` SMs (``clusters``: sm_90+).
     Auto split: the smallest cluster size giving at least two blocks per SM, while each
-    block keeps at least 32 inputs per warp. With ``vec_scan`` a block's range is a multiple
-    of 8 inputs."""
+    block keeps at least 32 inputs per warp."""
     n_tiles = cdiv(n, config.tile_n)
     if config.split:
         split = config.split
@@ -148,8 +138,6 @@ def plan(m: int, n: int, k: int, config: Config, sms: int, clusters: bool) -> Pl
         while split > 1 and cdiv(k, split) < 32 * config.warps:
             split //= 2
     kb = cdiv(k, split)
-    if config.vec_scan:  # blocks start on whole 16-byte groups of inputs
-        kb = cdiv(kb, 8) * 8
     return Plan(n_tiles=n_tiles, split=split, kb=kb, smem=smem_bytes(config, m, kb), threads=32 * config.warps)
 
 
@@ -216,51 +204,22 @@ def launch_plan(m: int, n: int, k: int, config: Config, device: torch.device) ->
     return found
 
 
-def tile_weight(w_t: torch.Tensor, tile_n: int) -> torch.Tensor:
-    """``w_t [K, N]`` -> tile-major ``[N / tile_n, K, tile_n]``: the rows one block reads lie
-    ``tile_n`` apart instead of N, so neighbouring live rows are neighbours in memory."""
-    k, n = w_t.shape
-    if tile_n <= 0 or n % tile_n:
-        raise ValueError(f"a tile-major weight needs N a multiple of the tile width {tile_n}, got N={n}")
-    return w_t.reshape(k, n // tile_n, tile_n).transpose(0, 1).contiguous()
-
-
-def vector_scan_fits(x2: torch.Tensor, k: int, t_vec: torch.Tensor | None) -> bool:
-    """Whether 16-byte loads of eight inputs line up: K and x's row stride multiples of 8,
-    x (and a threshold vector) 16-byte aligned. Otherwise the one-input scan runs."""
-    return (k % 8 == 0 and x2.stride(0) % 8 == 0 and x2.data_ptr() % 16 == 0
-            and (t_vec is None or t_vec.data_ptr() % 16 == 0))
-
-
 def sparse_gemv_cuda(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torch.Tensor,
                      bias: torch.Tensor | None = None, config: Config | None = None,
                      out: torch.Tensor | None = None) -> torch.Tensor:
-    """``x [..., K]`` (1..8 rows), ``w_t [K, N]`` contiguous rows (or tile-major, ``tile_weight``)
-    -> ``[..., N]`` in x's dtype."""
-    tiled = w_t.dim() == 3
-    if tiled:
-        n_tiles, k, tile = w_t.shape
-        n = n_tiles * tile
-    else:
-        k, n = w_t.shape
+    """``x [..., K]`` (1..8 rows), ``w_t [K, N]`` contiguous rows -> ``[..., N]`` in x's dtype."""
+    k, n = w_t.shape
     if x.shape[-1] != k:
         raise ValueError(f"x has {x.shape[-1]} inputs but w_t has {k} rows")
     x2 = x.reshape(-1, k)
     m = x2.shape[0]
     cfg = config or default_config(n, k)
-    if tiled:
-        cfg = replace(cfg, tiled=1)
-        if tile != cfg.tile_n or not w_t.is_contiguous():
-            raise ValueError(f"w_t is tile-major with {tile}-column tiles, but {cfg.label()} owns {cfg.tile_n}-column "
-                             f"tiles: store it with tile_weight(w_t, {cfg.tile_n})")
-    elif cfg.tiled:
-        raise ValueError(f"{cfg.label()} reads a tile-major weight: pass tile_weight(w_t, {cfg.tile_n}), got [K, N]")
     why = why_not(m, n, k, x.dtype, x.device, cfg)
     if why:
         raise ValueError(why)
     if w_t.dtype != x.dtype:
         raise ValueError(f"w_t is {w_t.dtype} but x is {x.dtype}")
-    if w_t.data_ptr() % 16 or (not tiled and (w_t.stride(1) != 1 or w_t.stride(0) % 8)):
+    if w_t.stride(1) != 1 or w_t.stride(0) % 8 or w_t.data_ptr() % 16:
         raise ValueError("w_t must be [K, N] with contiguous, 16-byte aligned rows (store the weight transposed)")
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
@@ -277,13 +236,11 @@ def sparse_gemv_cuda(x: torch.Tensor, w_t: torch.Tensor, threshold: float | torc
         out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     elif out.shape != (m, n) or out.dtype != x.dtype or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous [{m}, {n}] {x.dtype} tensor")
-    if cfg.vec_scan and not vector_scan_fits(x2, k, t_vec if per_channel else None):
-        cfg = replace(cfg, vec_scan=0)
     p = launch_plan(m, n, k, cfg, x.device)
     fn = _function(defines(cfg, x.dtype, m, p.split), x.device)
     null = ctypes.c_void_p(0)
     fn.launch(p.grid, (p.threads,),
-              [x2, x2.stride(0), m, w_t, w_t.stride(1) if tiled else w_t.stride(0), t_vec if per_channel else null,
+              [x2, x2.stride(0), m, w_t, w_t.stride(0), t_vec if per_channel else null,
                ctypes.c_float(0.0 if per_channel else float(threshold)),
                bias if bias is not None else null, out, n, k, p.kb],
               smem=p.smem, stream=torch.cuda.current_stream(x.device).cuda_stream, pdl=pdl(x.device))

@@ -14,11 +14,6 @@
 //   SG_LOCAL  1: each warp gathers the live rows of its own slice (one scan pass, no block
 //             barrier between scan and gather, rows not balanced across the warps); 0: one
 //             block list shared out to a row
-//   SG_TILED  1: the weight is stored tile-major, [N / TILE_N][K][TILE_N] (a block's live rows
-//             are TILE_N apart, not N); ldw is then TILE_N
-//   SG_VX     1: the scan reads x (and a threshold vector) 16 bytes a lane, eight inputs each,
-//             256 a warp step (the host sets it only when K, x's row stride and the block
-//             ranges are multiples of 8 and x is 16-byte aligned); 0: one input a lane
 //
 // A block owns one column tile and one K range (grid: column tiles x SG_SPLIT). Its warps
 // scan the range's x in contiguous slices, threshold it, and pack the live inputs into one
@@ -43,17 +38,10 @@ struct __align__(8) U2 { u32 x, y; };
 #ifndef SG_LOCAL
 #define SG_LOCAL 0
 #endif
-#ifndef SG_VX
-#define SG_VX 0
-#endif
-#ifndef SG_TILED
-#define SG_TILED 0
-#endif
 #define SG_THREADS (SG_WARPS * 32)
 #define SG_TILE_N (8 * SG_LN)
 #define SG_RW (32 / SG_LN)  // live rows one warp load instruction covers
 #define SG_SCAN_U 4          // scan steps (32 inputs each) whose x loads are issued together
-#define SG_SCAN_V 2          // SG_VX: scan steps (256 inputs each) whose x loads are issued together
 #if SG_M == 1
 #define SG_XW 0
 #elif SG_M == 2
@@ -170,67 +158,6 @@ __device__ __forceinline__ bool scan_input(const u16* __restrict__ x, int ldx, i
     return live;
 }
 
-#if SG_VX
-__device__ __forceinline__ U4 load_x8(const u16* p) {  // eight inputs; L1-cached (read again by the write pass)
-    U4 v;
-    asm("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ float4 load_f32x4(const float* p) {
-    float4 v;
-    asm("ld.global.nc.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
-    return v;
-}
-
-// Inputs k0 .. k0+7 (k0 % 8 == 0; the first n_ok of them are in the slice): bit i of the
-// result says whether some row keeps input k0+i, xs[i] holds the kept 16-bit values.
-__device__ __forceinline__ u32 scan_vec(const u16* __restrict__ x, int ldx, int m, int k0, int n_ok,
-                                        const float* __restrict__ t_vec, float t_scalar, u16 (&xs)[8][SG_M]) {
-    u32 live = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int r = 0; r < SG_M; ++r) xs[i][r] = 0;
-    if (n_ok > 0) {
-        float th[8];
-        if (t_vec) {
-            const float4 a = load_f32x4(t_vec + k0), b = load_f32x4(t_vec + k0 + 4);
-            th[0] = a.x; th[1] = a.y; th[2] = a.z; th[3] = a.w; th[4] = b.x; th[5] = b.y; th[6] = b.z; th[7] = b.w;
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) th[i] = t_scalar;
-        }
-#pragma unroll
-        for (int r = 0; r < SG_M; ++r) {
-            if (r < m) {
-                const U4 v = load_x8(x + (long long)r * ldx + k0);
-                const u32 wd[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-                for (int i = 0; i < 8; ++i) {
-                    const u16 h = (u16)(wd[i / 2] >> (16 * (i % 2)));
-                    const bool keep = i < n_ok && fabsf(to_f32(h)) > th[i];  // NaN dropped, as in ref
-                    xs[i][r] = keep ? h : (u16)0;
-                    live |= (u32)keep << i;
-                }
-            }
-        }
-    }
-    return live;
-}
-
-__device__ __forceinline__ int warp_exclusive_sum(int v, int lane, int& total) {
-    int inc = v;
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-        const int t = __shfl_up_sync(0xFFFFFFFFu, inc, off);
-        if (lane >= off) inc += t;
-    }
-    total = __shfl_sync(0xFFFFFFFFu, inc, 31);
-    return inc - v;
-}
-#endif
-
 extern "C" __global__ void
 #if SG_SPLIT > 1
 __cluster_dims__(1, SG_SPLIT, 1)
@@ -262,20 +189,6 @@ sparse_gemv(const u16* __restrict__ x, int ldx, int m, const u16* __restrict__ w
 #else
     // count pass: how many inputs of the slice live in some row
     int count = 0;
-#if SG_VX
-    for (int base = s0; base < s1; base += 256 * SG_SCAN_V) {
-        u32 live[SG_SCAN_V];
-#pragma unroll
-        for (int i = 0; i < SG_SCAN_V; ++i) {
-            u16 xs[8][SG_M];
-            const int k0 = base + 256 * i + 8 * lane;
-            live[i] = scan_vec(x, ldx, m, k0, min(8, s1 - k0), t_vec, t_scalar, xs);
-        }
-#pragma unroll
-        for (int i = 0; i < SG_SCAN_V; ++i) count += __popc(live[i]);
-    }
-    count = __reduce_add_sync(0xFFFFFFFFu, count);
-#else
     for (int base = s0; base < s1; base += 32 * SG_SCAN_U) {
         bool live[SG_SCAN_U];
 #pragma unroll
@@ -287,7 +200,6 @@ sparse_gemv(const u16* __restrict__ x, int ldx, int m, const u16* __restrict__ w
 #pragma unroll
         for (int i = 0; i < SG_SCAN_U; ++i) count += __popc(__ballot_sync(0xFFFFFFFFu, live[i]));
     }
-#endif
     if (lane == 0) s_count[warp] = count;
     __syncthreads();
     int pos = 0, total = 0;
@@ -307,41 +219,6 @@ sparse_gemv(const u16* __restrict__ x, int ldx, int m, const u16* __restrict__ w
     // [cap][SG_XW] words, 16-byte aligned rows
     u32* list_x = reinterpret_cast<u32*>(smem) + ((cap + 3) & ~3) + list_base * SG_XW;
 #endif
-#if SG_VX
-    for (int base = s0; base < s1; base += 256 * SG_SCAN_V) {
-        u32 live[SG_SCAN_V];
-        u16 xs[SG_SCAN_V][8][SG_M];
-#pragma unroll
-        for (int i = 0; i < SG_SCAN_V; ++i) {
-            const int k0 = base + 256 * i + 8 * lane;
-            live[i] = scan_vec(x, ldx, m, k0, min(8, s1 - k0), t_vec, t_scalar, xs[i]);
-        }
-#pragma unroll
-        for (int i = 0; i < SG_SCAN_V; ++i) {
-            int step_total;
-            int at = pos + warp_exclusive_sum(__popc(live[i]), lane, step_total);  // ascending k across lanes
-            const u32 k0 = (u32)(base + 256 * i + 8 * lane);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                if ((live[i] >> e) & 1u) {
-#if SG_M == 1
-                    list[at] = (k0 + e) | ((u32)xs[i][e][0] << 16);
-#else
-                    list_idx[at] = k0 + e;
-#pragma unroll
-                    for (int j = 0; j < SG_XW; ++j) {
-                        const u32 lo = 2 * j < SG_M ? xs[i][e][2 * j] : 0u;
-                        const u32 hi = 2 * j + 1 < SG_M ? xs[i][e][2 * j + 1] : 0u;
-                        list_x[at * SG_XW + j] = lo | (hi << 16);
-                    }
-#endif
-                    ++at;
-                }
-            }
-            pos += step_total;
-        }
-    }
-#else
     for (int base = s0; base < s1; base += 32 * SG_SCAN_U) {
         bool live[SG_SCAN_U];
         u16 xs[SG_SCAN_U][SG_M];
@@ -371,7 +248,6 @@ sparse_gemv(const u16* __restrict__ x, int ldx, int m, const u16* __restrict__ w
             pos += __popc(mask);
         }
     }
-#endif
 #if SG_LOCAL
     const int total = pos;  // this warp's live inputs
     __syncwarp();
@@ -386,12 +262,7 @@ sparse_gemv(const u16* __restrict__ x, int ldx, int m, const u16* __restrict__ w
     const int r = lane / SG_LN, c = lane % SG_LN;
     const int n = blockIdx.x * SG_TILE_N + c * 8;
     const bool col_ok = n < N;  // N % 8 == 0: a lane's eight columns are all in or all out
-    // row offsets k * ldw fit 32 bits (the host checks K * N < 2^31)
-#if SG_TILED
-    const u16* wcol = w + (long long)blockIdx.x * K * SG_TILE_N + c * 8;
-#else
-    const u16* wcol = w + n;
-#endif
+    const u16* wcol = w + n;  // row offsets k * ldw fit 32 bits (the host checks K * N < 2^31)
     float acc[SG_M][8];
 #pragma unroll
     for (int q = 0; q < SG_M; ++q)

@@ -7,8 +7,6 @@ and sm_80. On a GPU: every configuration against ``ref`` on odd shapes (N = 8 * 
 and fp16, outputs written into NaN-filled buffers; determinism; CUDA-graph capture.
 """
 
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -22,12 +20,7 @@ CONFIGS = [cuda.Config(), cuda.Config(unroll=4), cuda.Config(lanes_n=8), cuda.Co
            cuda.Config(warps=4, lanes_n=8, unroll=4), cuda.Config(unroll=4, local=1),
            cuda.Config(warps=16, lanes_n=4, unroll=2, local=1), cuda.Config(warps=2, split=2, local=1), cuda.Config(warps=4, lanes_n=32, unroll=4),
            cuda.Config(warps=16, lanes_n=8, unroll=4), cuda.Config(lanes_n=4, unroll=16),
-           cuda.Config(split=1), cuda.Config(split=2, warps=2), cuda.Config(warps=1, lanes_n=16, unroll=1),
-           # the 16-byte scan (K % 8 == 0 here; the odd-K cases fall back to the one-input scan)
-           cuda.Config(unroll=4, vec_scan=1), cuda.Config(lanes_n=8, unroll=4, local=1, vec_scan=1),
-           cuda.Config(warps=2, split=2, vec_scan=1),
-           # tile-major weight (tile_weight): cases whose N is not a multiple of the tile skip it
-           cuda.Config(unroll=4, tiled=1), cuda.Config(lanes_n=8, unroll=4, vec_scan=1, tiled=1)]
+           cuda.Config(split=1), cuda.Config(split=2, warps=2), cuda.Config(warps=1, lanes_n=16, unroll=1)]
 
 
 def test_configs_round_trip_and_reject_typos():
@@ -57,37 +50,9 @@ def test_a_local_list_has_a_whole_slice_per_warp():
 
 def test_defines_name_one_variant():
     d = cuda.defines(cuda.Config(warps=4, lanes_n=32, unroll=4), torch.float16, 3, 2)
-    assert d == {"SG_BF16": 0, "SG_M": 4, "SG_WARPS": 4, "SG_LN": 32, "SG_U": 4, "SG_SPLIT": 2, "SG_LOCAL": 0,
-                 "SG_VX": 0, "SG_TILED": 0}
+    assert d == {"SG_BF16": 0, "SG_M": 4, "SG_WARPS": 4, "SG_LN": 32, "SG_U": 4, "SG_SPLIT": 2, "SG_LOCAL": 0}
     assert cuda.defines(cuda.Config(local=1), torch.bfloat16, 1, 1)["SG_LOCAL"] == 1
     assert [cuda.compiled_rows(m) for m in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
-
-
-def test_the_vector_scan_needs_whole_aligned_groups_of_eight():
-    """Blocks of the 16-byte scan start on multiples of 8 inputs; where K, x's stride or x's
-    address do not line up the launch falls back to the one-input scan."""
-    p = cuda.plan(1, 4096, 1000, cuda.Config(split=8, vec_scan=1), 132, True)
-    assert p.kb == 128 and p.kb * p.split >= 1000  # cdiv(1000, 8) = 125, rounded up to 128
-    assert cuda.plan(1, 4096, 1000, cuda.Config(split=8), 132, True).kb == 125
-    buf = torch.zeros(2, 4104, dtype=torch.bfloat16)
-    assert cuda.vector_scan_fits(buf[:, :4096], 4096, None)
-    assert not cuda.vector_scan_fits(buf[:, 1:4097], 4096, None)  # 2-byte offset
-    assert not cuda.vector_scan_fits(torch.zeros(2, 300, dtype=torch.bfloat16), 300, None)  # K % 8
-    assert not cuda.vector_scan_fits(buf[:, :4096], 4096, torch.zeros(4097)[1:])  # threshold vector offset
-    assert cuda.Config.parse("w=8,ln=16,u=4,s=0,vx=1") == cuda.Config(unroll=4, vec_scan=1)
-    with pytest.raises(ValueError, match="vec_scan"):
-        cuda.Config(vec_scan=2)
-
-
-def test_a_tile_major_weight_holds_each_tile_rows_together():
-    """[K=2, N=4] with 2-column tiles: tile 0 is columns 0-1 of both rows, then tile 1."""
-    w_t = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
-    assert cuda.tile_weight(w_t, 2).tolist() == [[[0, 1], [4, 5]], [[2, 3], [6, 7]]]
-    with pytest.raises(ValueError, match="multiple of the tile width 128"):
-        cuda.tile_weight(torch.zeros(4, 200), 128)
-    assert cuda.Config.parse("w=8,ln=16,u=4,s=0,tl=1").tiled == 1
-    with pytest.raises(ValueError, match="tiled"):
-        cuda.Config(tiled=2)
 
 
 @pytest.mark.parametrize("n,k", [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (40, 1000)])
@@ -190,44 +155,12 @@ def test_cuda_kernel_matches_ref(m, k, n, dtype):
             for b in (None, bias):
                 want = sparse_gemv_ref(x, w_t, t, b)
                 for cfg in CONFIGS:
-                    if cuda.why_not_shape(m, n, k, dtype, cfg, clusters) or (cfg.tiled and n % cfg.tile_n):
+                    if cuda.why_not_shape(m, n, k, dtype, cfg, clusters):
                         continue
                     out = torch.full((m, n), float("nan"), dtype=dtype, device="cuda")
-                    weight = cuda.tile_weight(w_t, cfg.tile_n) if cfg.tiled else w_t
-                    got = cuda.sparse_gemv_cuda(x, weight, t, b, config=cfg, out=out)
+                    got = cuda.sparse_gemv_cuda(x, w_t, t, b, config=cfg, out=out)
                     assert got.shape == (m, n) and got.dtype == dtype
                     assert_close(got, want)
-
-
-@needs_rtc
-@pytest.mark.gpu
-@pytest.mark.parametrize("offset", [0, 1, 8])
-def test_the_vector_scan_on_strided_and_misaligned_x(offset):
-    """x a view into a wider buffer (row stride 4112, start ``offset`` elements in): aligned
-    views take the 16-byte scan, a 2-byte offset the fallback; both equal ref."""
-    buf, w_t, bias = _operands(3, 4112, 1032, torch.bfloat16, seed=11 + offset)
-    x = buf[:, offset:offset + 4096]
-    w_t = w_t[:4096].contiguous()
-    for per_channel in (False, True):
-        t = _threshold(x, 0.5, per_channel)
-        want = sparse_gemv_ref(x, w_t, t, bias)
-        for cfg in (cuda.Config(unroll=4, vec_scan=1), cuda.Config(lanes_n=8, local=1, vec_scan=1)):
-            assert_close(cuda.sparse_gemv_cuda(x, w_t, t, bias, config=cfg), want)
-            assert torch.equal(cuda.sparse_gemv_cuda(x, w_t, t, bias, config=cfg),
-                               cuda.sparse_gemv_cuda(x, w_t, t, bias, config=replace(cfg, vec_scan=0)))
-
-
-@needs_rtc
-@pytest.mark.gpu
-def test_a_tile_major_weight_must_match_the_config_tile():
-    x, w_t, _ = _operands(1, 4096, 1024, torch.bfloat16, seed=12)
-    t = _threshold(x, 0.5, False)
-    want = sparse_gemv_ref(x, w_t, t)
-    assert_close(cuda.sparse_gemv_cuda(x, cuda.tile_weight(w_t, 128), t, config=cuda.Config(unroll=4)), want)
-    with pytest.raises(ValueError, match="tile_weight\\(w_t, 64\\)"):
-        cuda.sparse_gemv_cuda(x, cuda.tile_weight(w_t, 128), t, config=cuda.Config(lanes_n=8))
-    with pytest.raises(ValueError, match="reads a tile-major weight"):
-        cuda.sparse_gemv_cuda(x, w_t, t, config=cuda.Config(tiled=1))
 
 
 @needs_rtc
