@@ -332,16 +332,15 @@ def _gemv(x_ptr, q_ptr, s_ptr, o_ptr, y_ptr, part_ptr, lock_ptr, N, K, G: tl.con
 
 
 @triton.jit
-def _dequant(q_ptr, s_ptr, o_ptr, w_ptr, N, K, G: tl.constexpr, sqn, ssn, swn, F32M, BN: tl.constexpr, BK: tl.constexpr,
-             EVEN_K: tl.constexpr):
-    """Packed codes -> dense ``[N, K]`` weight in the activation dtype (then cuBLAS): 16-byte
-    code loads and whole contiguous rows of BK outputs per store."""
+def _dequant_inputs(q_ptr, s_ptr, o_ptr, N, K, G: tl.constexpr, sqn, ssn, BN: tl.constexpr, BK: tl.constexpr,
+                    EVEN_K: tl.constexpr):
+    """A dequantize program's rows ``rn``, its words ``[BN, BK/8]`` (16-byte loads) and their
+    group's scale and offset in fp32."""
     BKW: tl.constexpr = BK // 8
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
     rn_ld = tl.minimum(rn, N - 1)
     t = tl.program_id(1)
     rw = tl.arange(0, BKW)
-    rk = t * BK + tl.arange(0, BK)
     q_ptrs = q_ptr + rn_ld[:, None] * sqn + (t * BKW + rw)[None, :]
     if EVEN_K:
         w = tl.load(q_ptrs)
@@ -350,5 +349,34 @@ def _dequant(q_ptr, s_ptr, o_ptr, w_ptr, N, K, G: tl.constexpr, sqn, ssn, swn, F
     g = (t * BK) // G
     s = tl.load(s_ptr + rn_ld * ssn + g).to(tl.float32)
     o = tl.load(o_ptr + rn_ld * ssn + g).to(tl.float32)
-    out = _dequant_tile(w, s, o, F32M, w_ptr.dtype.element_ty, BN, BKW)
+    return rn, w, s, o
+
+
+@triton.jit
+def _dequant(q_ptr, s_ptr, o_ptr, w_ptr, N, K, G: tl.constexpr, sqn, ssn, swn, F32M, BN: tl.constexpr, BK: tl.constexpr,
+             EVEN_K: tl.constexpr):
+    """Packed codes -> dense ``[N, K]`` weight in the activation dtype (then cuBLAS): 16-byte
+    code loads and whole contiguous rows of BK outputs per store."""
+    rn, w, s, o = _dequant_inputs(q_ptr, s_ptr, o_ptr, N, K, G, sqn, ssn, BN, BK, EVEN_K)
+    rk = tl.program_id(1) * BK + tl.arange(0, BK)
+    out = _dequant_tile(w, s, o, F32M, w_ptr.dtype.element_ty, BN, BK // 8)
     tl.store(w_ptr + rn[:, None] * swn + rk[None, :], out, mask=(rn < N)[:, None] & (rk < K)[None, :])
+
+
+@triton.jit
+def _dequant_wide(q_ptr, s_ptr, o_ptr, w_ptr, N, K, G: tl.constexpr, sqn, ssn, swn, F32M, BN: tl.constexpr,
+                  BK: tl.constexpr, EVEN_K: tl.constexpr):
+    """``_dequant`` without the join tree: the tile is built as ``[BN, BK/8, 8]`` (word, nibble)
+    by one broadcast shift of each word, so a thread's eight outputs of a word are contiguous
+    and leave in one 16-byte store; no register shuffles between decoding and storing."""
+    rn, w, s, o = _dequant_inputs(q_ptr, s_ptr, o_ptr, N, K, G, sqn, ssn, BN, BK, EVEN_K)
+    rw = tl.arange(0, BK // 8)
+    ri = tl.arange(0, 8)
+    codes = (w[:, :, None] >> (4 * ri)[None, None, :]) & 15
+    q = (codes | F32M).to(tl.float32, bitcast=True) - 8388608.0
+    out = (q * s[:, None, None] + o[:, None, None]).to(w_ptr.dtype.element_ty)
+    cols = tl.program_id(1) * BK + 8 * rw[None, :, None] + ri[None, None, :]
+    if EVEN_K:  # a mask constant along each word's eight columns keeps the stores 16 bytes wide
+        tl.store(w_ptr + rn[:, None, None] * swn + cols, out, mask=(rn < N)[:, None, None])
+    else:
+        tl.store(w_ptr + rn[:, None, None] * swn + cols, out, mask=(rn < N)[:, None, None] & (cols < K))

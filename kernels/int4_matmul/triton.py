@@ -32,7 +32,7 @@ from ..launch import sm_count
 from ..tolerances import tolerance
 from ..tuning import back_to_back_ms, median
 from . import ref
-from .tiles import F32_MAGIC, _dequant, _gemv, _mma_fold, _mma_pairs
+from .tiles import F32_MAGIC, _dequant, _dequant_wide, _gemv, _mma_fold, _mma_pairs
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 MAGIC16 = {torch.bfloat16: (0x43004300, 128.0, tl.bfloat16), torch.float16: (0x64006400, 1024.0, tl.float16)}
@@ -54,10 +54,12 @@ class Plan:
     prefetch: bool = False  # w4mma: bulk L2 prefetch of each warp's chunks first
     sx: bool = False  # w4mma: sum(x) per group from a prologue instead of a second mma
     tiles: int = 1  # w4mma: 16-row tiles a block works through in turn
+    wide: bool = False  # dequant: the [BN, BK/8, 8] kernel (16-byte stores, no join tree)
 
     def label(self) -> str:
         if self.variant == "dequant":
-            return f"dequant[bn{self.bn} bk{self.bk} w{self.warps} chunks{self.split}]+cublas"
+            return (f"dequant[bn{self.bn} bk{self.bk} w{self.warps} chunks{self.split}" + (" wide" if self.wide else "")
+                    + "]+cublas")
         if self.variant == "w4mma":
             return f"w4mma[w{self.warps} s{self.stages}" + (f" p{self.pipe}" if self.pipe else "") + (
                 " l2" if self.l2 else "") + (" pf" if self.prefetch else "") + (" sx" if self.sx else "") + (
@@ -168,9 +170,11 @@ def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int,
         out.append(Plan("fold", bn=128, bm=128, bk=bk_fold, warps=8, stages=3, swap=False))
     if m >= 64 and dtype != torch.float32:  # dequant tiles: more rows per program, more bytes in flight
         out += [Plan("dequant", bn=bn, bk=bk_deq, warps=w) for bn, w in ((32, 4), (64, 4), (128, 8))]
+        out += [Plan("dequant", bn=bn, bk=bk_deq, warps=w, wide=True) for bn, w in ((16, 4), (32, 4), (64, 8))]
         chunks = dequant_chunks(n, k)
         if chunks > 1:
             out.append(Plan("dequant", bn=64, bk=bk_deq, warps=4, split=chunks))
+            out.append(Plan("dequant", bn=32, bk=bk_deq, warps=4, split=chunks, wide=True))
     return out
 
 
@@ -293,17 +297,17 @@ def _dequant_matmul(x2: torch.Tensor, q32: torch.Tensor, scales: torch.Tensor, o
         r1 = min(n, r0 + rows)
         w = buf[: r1 - r0]
         _dequant_words(q32[r0:r1], scales[r0:r1], offsets[r0:r1], group, kp, x2.dtype, plan.bn, plan.bk, out=w,
-                       warps=plan.warps)
+                       warps=plan.warps, wide=plan.wide)
         torch.mm(x2, w.t(), out=y[:, r0:r1])
     return y
 
 
 def _dequant_words(q32: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, group: int, kp: int,
                    dtype: torch.dtype, bn: int, bk: int, out: torch.Tensor | None = None,
-                   warps: int = 4) -> torch.Tensor:
+                   warps: int = 4, wide: bool = False) -> torch.Tensor:
     n = q32.shape[0]
     w = _alloc((n, kp), q32.device, dtype) if out is None else out
-    _dequant[(triton.cdiv(n, bn), triton.cdiv(kp, bk))](
+    (_dequant_wide if wide else _dequant)[(triton.cdiv(n, bn), triton.cdiv(kp, bk))](
         q32, scales, offsets, w, n, kp, group, q32.stride(0), scales.stride(0), w.stride(0), F32_MAGIC,
         BN=bn, BK=bk, EVEN_K=kp % bk == 0, num_warps=warps)
     return w

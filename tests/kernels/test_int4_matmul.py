@@ -61,6 +61,8 @@ def _plans(fast, group):
         "fold_noswap_split": P("fold", **tile, bk=bk, split=2, swap=False, stages=1),
         "gemv": P("gemv", bn=rows, bk=bk, stages=1), "gemv_split": P("gemv", bn=rows, bk=bk, split=2, stages=1),
         "dequant": P("dequant", bn=32, bk=bk),
+        "dequant_wide": P("dequant", bn=16, bk=bk, wide=True),
+        "dequant_wide_chunks": P("dequant", bn=16, bk=bk, split=2, wide=True),
     }
 
 
@@ -113,7 +115,7 @@ def test_every_plan_matches_ref(fast, m, n, k, group, dtype):
 def test_k_not_a_multiple_of_eight_is_padded(fast, dtype):
     x, packed, scales, offsets = _args(3, 21, 100, 32, dtype)  # groups 32, 32, 32, 4
     want = ref.int4_matmul(x, packed, scales, offsets, 32)
-    for name in ("fold", "dequant"):
+    for name in ("fold", "dequant", "dequant_wide"):
         assert_close(fast.int4_matmul(x, packed, scales, offsets, 32, plan=_plans(fast, 32)[name]), want)
 
 
@@ -221,3 +223,17 @@ def test_dequant_plan_in_row_chunks(fast):
     got = fast.int4_matmul(x, packed, scales, offsets, 32, plan=fast.Plan("dequant", bn=32, bk=32, split=3))
     assert not got.isnan().any()
     assert_close(got, ref.int4_matmul(x, packed, scales, offsets, 32))
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_wide_dequant_writes_the_same_weight(fast, dtype):
+    """The [BN, BK/8, 8] kernel and the join-tree one decode every weight to the same bits (N
+    and K off the tiles, a short last group), and both match ref's weight rounded to dtype."""
+    _, packed, scales, offsets = _args(1, 37, 100, 32, dtype)
+    q32, kp = fast.as_words(packed, 100)
+    args = (q32, scales.contiguous(), offsets.contiguous(), 32, kp, dtype, 16, 32)
+    wide = fast._dequant_words(*args, wide=True)[:, :100]
+    tree = fast._dequant_words(*args)[:, :100]
+    assert torch.equal(wide, tree)
+    assert_close(wide, ref.dequantize_int4(packed, scales, offsets, 32).to(dtype))
