@@ -394,15 +394,17 @@ def choose(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offset
 
 
 def best_per_variant(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int) -> dict[str, Plan]:
-    """The fastest timed plan of each variant for this problem (empty before tuning)."""
+    """The fastest timed plan of each variant for this problem (empty before tuning); the
+    wide dequantize kernel counts as a variant of its own, ``dequant-wide``."""
     report = _chosen.get(_key(x2, qweight, scales, group))
     if report is None:
         return {}
     out: dict[str, tuple[float, Plan]] = {}
     for label, ms in report["timings_ms"].items():
         plan = report["plans"][label]
-        if plan.variant not in out or ms < out[plan.variant][0]:
-            out[plan.variant] = (ms, plan)
+        name = plan.variant + ("-wide" if plan.wide else "")
+        if name not in out or ms < out[name][0]:
+            out[name] = (ms, plan)
     return {v: p for v, (_, p) in out.items()}
 
 
