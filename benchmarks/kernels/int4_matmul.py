@@ -108,8 +108,7 @@ def variant_plans(x: torch.Tensor, t: tuple, device: str) -> tuple[fast.Plan, di
     else:
         others = {"fold": fast.Plan("fold", bn=32, bm=32, bk=64, stages=1),
                   "dequant": fast.Plan("dequant", bn=32, bk=64),
-                  "dequant-wide": fast.Plan("dequant", bn=16, bk=64, wide=True),
-                  "dequant-overlap": fast.Plan("dequant", bn=16, bk=64, split=2, wide=True, overlap=True)}
+                  "dequant-wide": fast.Plan("dequant", bn=16, bk=64, wide=True)}
         if x.shape[0] == 1:
             others["gemv"] = fast.Plan("gemv", bn=32, bk=64, stages=1)
     return chosen, {v: p for v, p in others.items() if p != chosen}

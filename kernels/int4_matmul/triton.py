@@ -55,12 +55,11 @@ class Plan:
     sx: bool = False  # w4mma: sum(x) per group from a prologue instead of a second mma
     tiles: int = 1  # w4mma: 16-row tiles a block works through in turn
     wide: bool = False  # dequant: the [BN, BK/8, 8] kernel (16-byte stores, no join tree)
-    overlap: bool = False  # dequant: the next chunk decoded on a side stream while cuBLAS multiplies
 
     def label(self) -> str:
         if self.variant == "dequant":
             return (f"dequant[bn{self.bn} bk{self.bk} w{self.warps} chunks{self.split}" + (" wide" if self.wide else "")
-                    + (" overlap" if self.overlap else "") + "]+cublas")
+                    + "]+cublas")
         if self.variant == "w4mma":
             return f"w4mma[w{self.warps} s{self.stages}" + (f" p{self.pipe}" if self.pipe else "") + (
                 " l2" if self.l2 else "") + (" pf" if self.prefetch else "") + (" sx" if self.sx else "") + (
@@ -176,9 +175,6 @@ def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int,
         if chunks > 1:
             out.append(Plan("dequant", bn=64, bk=bk_deq, warps=4, split=chunks))
             out.append(Plan("dequant", bn=32, bk=bk_deq, warps=4, split=chunks, wide=True))
-            # two buffers in flight: twice the chunks keeps both in the L2 as one did
-            out += [Plan("dequant", bn=32, bk=bk_deq, warps=4, split=c, wide=True, overlap=True)
-                    for c in (chunks, 2 * chunks)]
     return out
 
 
@@ -292,63 +288,18 @@ def dequant_chunks(n: int, k: int, elem_bytes: int = 2) -> int:
 
 def _dequant_matmul(x2: torch.Tensor, q32: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, group: int,
                     kp: int, plan: Plan) -> torch.Tensor:
-    """Dequantize a chunk of rows, multiply it with cuBLAS into its columns of ``y``, repeat.
-    With ``plan.overlap`` (on a GPU) the next chunk is decoded on a side stream into a second
-    buffer while cuBLAS multiplies this one: the memory-bound decode then runs on the SMs a
-    compute-bound GEMM's last wave leaves idle instead of between GEMMs."""
+    """Dequantize a chunk of rows, multiply it with cuBLAS into its columns of ``y``, repeat."""
     n = q32.shape[0]
     rows = min(n, triton.cdiv(triton.cdiv(n, plan.split), 128) * 128)  # 128-row aligned chunks
     y = _alloc((x2.shape[0], n), x2.device, x2.dtype)
-    starts = list(range(0, n, rows))
-    side = _side_stream(x2.device) if plan.overlap and len(starts) > 1 else None
-    bufs = [_alloc((rows, kp), x2.device, x2.dtype) for _ in range(2 if side is not None else 1)]
-
-    def decode(i: int) -> torch.Tensor:
-        r0, r1 = starts[i], min(n, starts[i] + rows)
-        w = bufs[i % len(bufs)][: r1 - r0]
+    buf = _alloc((rows, kp), x2.device, x2.dtype)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        w = buf[: r1 - r0]
         _dequant_words(q32[r0:r1], scales[r0:r1], offsets[r0:r1], group, kp, x2.dtype, plan.bn, plan.bk, out=w,
                        warps=plan.warps, wide=plan.wide)
-        return w
-
-    if side is None:
-        for i, r0 in enumerate(starts):
-            torch.mm(x2, decode(i).t(), out=y[:, r0:min(n, r0 + rows)])
-        return y
-    main = torch.cuda.current_stream(x2.device)
-    side.wait_stream(main)  # inputs and buffers are ready (and, under capture, the fork)
-    with torch.cuda.stream(side):
-        w = decode(0)
-    decoded = side.record_event()
-    done = None  # the multiply that last read the buffer the next decode overwrites
-    for i, r0 in enumerate(starts):
-        main.wait_event(decoded)
-        nxt = None
-        if i + 1 < len(starts):
-            if done is not None:
-                side.wait_event(done)
-            with torch.cuda.stream(side):
-                nxt = decode(i + 1)
-            next_decoded = side.record_event()
-        torch.mm(x2, w.t(), out=y[:, r0:min(n, r0 + rows)])
-        done = main.record_event()
-        if nxt is not None:
-            w, decoded = nxt, next_decoded
-    return y  # the side stream's last work is ordered before main's last wait (the join)
-
-
-_side: dict[torch.device, torch.cuda.Stream] = {}
-
-
-def _side_stream(device: torch.device) -> torch.cuda.Stream | None:
-    """One decode stream per GPU, created outside graph capture (None on CPU, or when the
-    first overlapped call is being captured: it then runs serially)."""
-    if device.type != "cuda":
-        return None
-    if device not in _side:
-        if torch.cuda.is_current_stream_capturing():
-            return None
-        _side[device] = torch.cuda.Stream(device)
-    return _side[device]
+        torch.mm(x2, w.t(), out=y[:, r0:r1])
+    return y
 
 
 def _dequant_words(q32: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, group: int, kp: int,
@@ -444,15 +395,14 @@ def choose(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, offset
 
 def best_per_variant(x2: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group: int) -> dict[str, Plan]:
     """The fastest timed plan of each variant for this problem (empty before tuning); the
-    wide dequantize kernel and the overlapped chunks count as variants of their own,
-    ``dequant-wide`` and ``dequant-overlap``."""
+    wide dequantize kernel counts as a variant of its own, ``dequant-wide``."""
     report = _chosen.get(_key(x2, qweight, scales, group))
     if report is None:
         return {}
     out: dict[str, tuple[float, Plan]] = {}
     for label, ms in report["timings_ms"].items():
         plan = report["plans"][label]
-        name = plan.variant + ("-overlap" if plan.overlap else "-wide" if plan.wide else "")
+        name = plan.variant + ("-wide" if plan.wide else "")
         if name not in out or ms < out[name][0]:
             out[name] = (ms, plan)
     return {v: p for v, (_, p) in out.items()}

@@ -216,29 +216,13 @@ def test_impl_choice_is_validated():
 
 
 @needs_triton
-@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlap"])
-def test_dequant_plan_in_row_chunks(fast, overlap):
-    """3 chunks of 128, 128 and 44 rows: y is written in column blocks. Overlapped (on a GPU:
-    decode on a side stream, two buffers taking turns), chunk 2 reuses chunk 0's buffer, so a
-    missing wait would hand cuBLAS rows of the wrong chunk; eager and graph-replayed calls must
-    both match ref."""
+def test_dequant_plan_in_row_chunks(fast):
     x, packed, scales, offsets = _args(5, 300, 64, 32, torch.bfloat16)
     assert fast.dequant_chunks(300, 64) == 1 and fast.dequant_chunks(14336, 4096) == 5
-    plan = fast.Plan("dequant", bn=32, bk=32, split=3, wide=overlap, overlap=overlap)
-    want = ref.int4_matmul(x, packed, scales, offsets, 32)
-    got = fast.int4_matmul(x, packed, scales, offsets, 32, plan=plan)
+    # 3 chunks of 128, 128 and 44 rows: y is written in column blocks
+    got = fast.int4_matmul(x, packed, scales, offsets, 32, plan=fast.Plan("dequant", bn=32, bk=32, split=3))
     assert not got.isnan().any()
-    assert_close(got, want)
-    if overlap and x.is_cuda:
-        assert x.device in fast._side  # the side stream was really used
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            captured = fast.int4_matmul(x, packed, scales, offsets, 32, plan=plan)
-        for _ in range(3):
-            captured.fill_(float("nan"))
-            graph.replay()
-            torch.cuda.synchronize()
-            assert_close(captured, want)
+    assert_close(got, ref.int4_matmul(x, packed, scales, offsets, 32))
 
 
 @needs_triton
