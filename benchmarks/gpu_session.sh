@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU lease, many steps: install, then each named step under its own time limit, every
 # output (records, logs) gathered into one archive under $OUT (the lease returns few files).
-#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP copy two4 spmm gemv dgemv sdattn int4 ncu bsa topk probe e2e kv prefill stages
+#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP copy two4 spmm gemv dgemv sdattn int4 deq ncu bsa topk probe e2e kv prefill stages
 #   (t:OP = only tests/kernels/test_OP.py; INT4_ARGS, GEMV_ARGS: more int4 / sparse GEMV benchmark options; E2E_METHODS, E2E_PATH (one or more decode paths) choose the end-to-end runs;
 #   E2E_PREFILL: their prefill lengths (default 512 2048); E2E_ARGS: more benchgpu options; NCU_CONFIGS, NCU_SHAPE: the int4 kernel configs ncu reads; PROBE_ARGS, PROBE_LIMIT: the decode probe's options and
 #   time limit; the GPU's clocks, temperature and power are sampled every 250 ms into clocks.csv)
@@ -42,6 +42,7 @@ for s in "$@"; do
         spmm) step 90 python3 benchmarks/kernels/spmm.py --results "$R" --profile "$PROFILE" ;;
         gemv) step ${GEMV_LIMIT:-180} python3 benchmarks/kernels/sparse_gemv.py --results "$R" ${GEMV_ARGS:-} ;;
         int4) step ${INT4_LIMIT:-180} python3 benchmarks/kernels/int4_matmul.py --results "$R" ${INT4_ARGS:-} ;;
+        deq) step ${DEQ_LIMIT:-120} python3 benchmarks/kernels/int4_dequant.py --results "$R" ;;
         bsa) step ${BSA_LIMIT:-420} python3 benchmarks/kernels/block_sparse_attn.py --results "$R" ;;
         topk) step ${TOPK_LIMIT:-240} python3 benchmarks/kernels/topk_decode_attn.py --results "$R" ;;
         copy) step 90 python3 benchmarks/copy_ceiling.py --repeats 3 --rounds 5

@@ -366,17 +366,37 @@ def _dequant(q_ptr, s_ptr, o_ptr, w_ptr, N, K, G: tl.constexpr, sqn, ssn, swn, F
 @triton.jit
 def _dequant_wide(q_ptr, s_ptr, o_ptr, w_ptr, N, K, G: tl.constexpr, sqn, ssn, swn, F32M, BN: tl.constexpr,
                   BK: tl.constexpr, EVEN_K: tl.constexpr):
-    """``_dequant`` without the join tree: the tile is built as ``[BN, BK/8, 8]`` (word, nibble)
-    by one broadcast shift of each word, so a thread's eight outputs of a word are contiguous
-    and leave in one 16-byte store; no register shuffles between decoding and storing."""
-    rn, w, s, o = _dequant_inputs(q_ptr, s_ptr, o_ptr, N, K, G, sqn, ssn, BN, BK, EVEN_K)
-    rw = tl.arange(0, BK // 8)
-    ri = tl.arange(0, 8)
-    codes = (w[:, :, None] >> (4 * ri)[None, None, :]) & 15
-    q = (codes | F32M).to(tl.float32, bitcast=True) - 8388608.0
-    out = (q * s[:, None, None] + o[:, None, None]).to(w_ptr.dtype.element_ty)
-    cols = tl.program_id(1) * BK + 8 * rw[None, :, None] + ri[None, None, :]
-    if EVEN_K:  # a mask constant along each word's eight columns keeps the stores 16 bytes wide
-        tl.store(w_ptr + rn[:, None, None] * swn + cols, out, mask=(rn < N)[:, None, None])
+    """``_dequant`` without the join tree: the tile is built as ``[BN, GT, BK/8/GT, 8]`` (group,
+    word, nibble) by one broadcast shift of each word, so a thread's eight outputs of a word
+    are contiguous and leave in one 16-byte store; no register shuffles between decoding and
+    storing. BK may span GT > 1 whole groups (longer row segments read and written a program)."""
+    GT: tl.constexpr = BK // G if BK > G else 1
+    WG: tl.constexpr = BK // 8 // GT  # words of one group inside the tile
+    rn = tl.program_id(0) * BN + tl.arange(0, BN)
+    rn_ld = tl.minimum(rn, N - 1)
+    t = tl.program_id(1)
+    rg = tl.arange(0, GT)
+    word = t * (BK // 8) + rg[:, None] * WG + tl.arange(0, WG)[None, :]  # [GT, WG]
+    q_ptrs = q_ptr + rn_ld[:, None, None] * sqn + word[None, :, :]
+    g = (t * BK) // G + rg
+    s_ptrs = s_ptr + rn_ld[:, None] * ssn + g[None, :]
+    o_ptrs = o_ptr + rn_ld[:, None] * ssn + g[None, :]
+    if EVEN_K:
+        w = tl.load(q_ptrs)
+        s = tl.load(s_ptrs).to(tl.float32)
+        o = tl.load(o_ptrs).to(tl.float32)
     else:
-        tl.store(w_ptr + rn[:, None, None] * swn + cols, out, mask=(rn < N)[:, None, None] & (cols < K))
+        w = tl.load(q_ptrs, mask=(word < K // 8)[None, :, :], other=0)
+        live = (g < tl.cdiv(K, G))[None, :]
+        s = tl.load(s_ptrs, mask=live, other=0).to(tl.float32)
+        o = tl.load(o_ptrs, mask=live, other=0).to(tl.float32)
+    ri = tl.arange(0, 8)
+    codes = (w[:, :, :, None] >> (4 * ri)[None, None, None, :]) & 15
+    q = (codes | F32M).to(tl.float32, bitcast=True) - 8388608.0
+    out = (q * s[:, :, None, None] + o[:, :, None, None]).to(w_ptr.dtype.element_ty)
+    cols = 8 * word[:, :, None] + ri[None, None, :]  # [GT, WG, 8]
+    w_ptrs = w_ptr + rn[:, None, None, None] * swn + cols[None, :, :, :]
+    if EVEN_K:  # a mask constant along each word's eight columns keeps the stores 16 bytes wide
+        tl.store(w_ptrs, out, mask=(rn < N)[:, None, None, None])
+    else:
+        tl.store(w_ptrs, out, mask=(rn < N)[:, None, None, None] & (cols < K)[None, :, :, :])

@@ -171,6 +171,9 @@ def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int,
     if m >= 64 and dtype != torch.float32:  # dequant tiles: more rows per program, more bytes in flight
         out += [Plan("dequant", bn=bn, bk=bk_deq, warps=w) for bn, w in ((32, 4), (64, 4), (128, 8))]
         out += [Plan("dequant", bn=bn, bk=bk_deq, warps=w, wide=True) for bn, w in ((16, 4), (32, 4), (64, 8))]
+        # tiles spanning whole groups: 256- or 512-column rows, longer runs read and written a program
+        out += [Plan("dequant", bn=bn, bk=bk, warps=w, wide=True) for bk in (256, 512) if bk % group == 0
+                for bn, w in ((8, 4), (16, 4))]
         chunks = dequant_chunks(n, k)
         if chunks > 1:
             out.append(Plan("dequant", bn=64, bk=bk_deq, warps=4, split=chunks))

@@ -63,6 +63,7 @@ def _plans(fast, group):
         "dequant": P("dequant", bn=32, bk=bk),
         "dequant_wide": P("dequant", bn=16, bk=bk, wide=True),
         "dequant_wide_chunks": P("dequant", bn=16, bk=bk, split=2, wide=True),
+        "dequant_wide_span": P("dequant", bn=16, bk=2 * group, wide=True),  # a tile of two groups
     }
 
 
@@ -115,7 +116,7 @@ def test_every_plan_matches_ref(fast, m, n, k, group, dtype):
 def test_k_not_a_multiple_of_eight_is_padded(fast, dtype):
     x, packed, scales, offsets = _args(3, 21, 100, 32, dtype)  # groups 32, 32, 32, 4
     want = ref.int4_matmul(x, packed, scales, offsets, 32)
-    for name in ("fold", "dequant", "dequant_wide"):
+    for name in ("fold", "dequant", "dequant_wide", "dequant_wide_span"):
         assert_close(fast.int4_matmul(x, packed, scales, offsets, 32, plan=_plans(fast, 32)[name]), want)
 
 
@@ -204,9 +205,10 @@ def test_candidates_cover_every_bucket():
     for m in (1, 2, 16, 64, 2048):
         for group in (32, 64, 128):
             plans = candidates(m, 4096, 4096, group, torch.bfloat16, 132)
-            assert plans and len(plans) <= 14
+            assert plans and len(plans) <= 18
             assert len({p.label() for p in plans}) == len(plans)
-            assert all(group % p.bk == 0 for p in plans)
+            # a tile lies within one group, or (the wide decode) spans whole groups
+            assert all(group % p.bk == 0 or (p.wide and p.bk % group == 0) for p in plans)
 
 
 def test_impl_choice_is_validated():
@@ -227,13 +229,15 @@ def test_dequant_plan_in_row_chunks(fast):
 
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_the_wide_dequant_writes_the_same_weight(fast, dtype):
-    """The [BN, BK/8, 8] kernel and the join-tree one decode every weight to the same bits (N
-    and K off the tiles, a short last group), and both match ref's weight rounded to dtype."""
-    _, packed, scales, offsets = _args(1, 37, 100, 32, dtype)
-    q32, kp = fast.as_words(packed, 100)
-    args = (q32, scales.contiguous(), offsets.contiguous(), 32, kp, dtype, 16, 32)
-    wide = fast._dequant_words(*args, wide=True)[:, :100]
-    tree = fast._dequant_words(*args)[:, :100]
-    assert torch.equal(wide, tree)
-    assert_close(wide, ref.dequantize_int4(packed, scales, offsets, 32).to(dtype))
+@pytest.mark.parametrize("k", [100, 256])
+def test_the_wide_dequant_writes_the_same_weight(fast, dtype, k):
+    """The wide kernel, with tiles of one group, part of one and two or four groups, and the
+    join-tree one decode every weight to the same bits (N off the tiles; K=100: a partial
+    last tile and a short last group), and all match ref's weight rounded to dtype."""
+    _, packed, scales, offsets = _args(1, 37, k, 32, dtype)
+    q32, kp = fast.as_words(packed, k)
+    args = (q32, scales.contiguous(), offsets.contiguous(), 32, kp, dtype, 16)
+    tree = fast._dequant_words(*args, 32)[:, :k]
+    assert_close(tree, ref.dequantize_int4(packed, scales, offsets, 32).to(dtype))
+    for bk in (16, 32, 64, 128):
+        assert torch.equal(fast._dequant_words(*args, bk, wide=True)[:, :k], tree), f"bk={bk}"
