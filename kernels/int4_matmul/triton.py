@@ -170,14 +170,15 @@ def candidates(m: int, n: int, k: int, group: int, dtype: torch.dtype, sms: int,
         out.append(Plan("fold", bn=128, bm=128, bk=bk_fold, warps=8, stages=3, swap=False))
     if m >= 64 and dtype != torch.float32:  # dequant tiles: more rows per program, more bytes in flight
         out += [Plan("dequant", bn=bn, bk=bk_deq, warps=w) for bn, w in ((32, 4), (64, 4), (128, 8))]
-        out += [Plan("dequant", bn=bn, bk=bk_deq, warps=w, wide=True) for bn, w in ((16, 4), (32, 4), (64, 8))]
-        # tiles spanning whole groups: 256- or 512-column rows, longer runs read and written a program
-        out += [Plan("dequant", bn=bn, bk=bk, warps=w, wide=True) for bk in (256, 512) if bk % group == 0
-                for bn, w in ((8, 4), (16, 4))]
+        # wide tiles keep to 2048 weights a program: on the H200 (record 20261204T085215-int4_dequant-62fe7d)
+        # 4096 or more (bn32/bk128, bn16/bk256, any bk512; 4 or 8 warps) decode at ~1.1 TB/s against 2.7-3.2
+        out.append(Plan("dequant", bn=16, bk=bk_deq, warps=4, wide=True))
+        if 256 % group == 0:  # a tile spanning whole groups: 256-column rows, longer runs a program
+            out.append(Plan("dequant", bn=8, bk=256, warps=4, wide=True))
         chunks = dequant_chunks(n, k)
         if chunks > 1:
             out.append(Plan("dequant", bn=64, bk=bk_deq, warps=4, split=chunks))
-            out.append(Plan("dequant", bn=32, bk=bk_deq, warps=4, split=chunks, wide=True))
+            out.append(Plan("dequant", bn=16, bk=bk_deq, warps=4, split=chunks, wide=True))
     return out
 
 
