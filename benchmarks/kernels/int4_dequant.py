@@ -11,6 +11,13 @@ distinct weight copies past the L2, in a CUDA graph (``time_calls``). Each decod
 bit for bit against the join-tree kernel and close to ``ref`` first. ``extra.gbs`` counts the
 bytes each call moves (codes + scales + offsets read, bf16 weight written). One kernel record,
 baseline ``bf16_fill``.
+
+``--m`` (default 2048; 0 skips) then asks whether the route's two halves add up: at that many
+tokens it times ``F.linear`` on a randn bf16 weight (the int4 benchmark's baseline), the
+route's own ``torch.mm(out=)`` on that weight and on the decoded weights (same bytes, other
+values: tensor-core power, and so clocks, depend on the operands' bits), the fastest decode
+followed by that ``mm``, and the tuned ``int4_matmul``. Those cases carry ``params.m`` and
+stage names (``route:*``).
 """
 
 from __future__ import annotations
@@ -47,11 +54,47 @@ def random_layer(n: int, k: int, seed: int, device: str) -> tuple[torch.Tensor, 
     return packed, scales, offsets
 
 
+def route_stage(rec, name: str, n: int, k: int, kp: int, plan: fast.Plan, layers: list, q32s: list,
+                outs: list, dense: list, m: int, reps: int, device: str) -> None:
+    """Time the dequant+cuBLAS route at ``m`` tokens by halves and whole (see the module doc)."""
+    import torch.nn.functional as F
+
+    from sparsebench.kernels.int4_matmul import int4_matmul
+
+    x = torch.randn(m, kp, device=device, dtype=torch.bfloat16)
+    ys = [torch.empty(m, n, device=device, dtype=torch.bfloat16) for _ in outs]
+    for (_, s, f), q, o in zip(layers, q32s, outs, strict=True):  # the decoded weights the mm stage reads
+        fast._dequant_words(q, s, f, GROUP, kp, torch.bfloat16, plan.bn, plan.bk, out=o, warps=plan.warps, wide=plan.wide)
+
+    def decode_mm(q, s, f, o, y):
+        fast._dequant_words(q, s, f, GROUP, kp, torch.bfloat16, plan.bn, plan.bk, out=o, warps=plan.warps, wide=plan.wide)
+        torch.mm(x, o.t(), out=y)
+
+    int4_matmul(x, *layers[0], GROUP, impl="triton")  # tune this M bucket outside the timing
+    stages = {
+        "route:linear_randn": [lambda d=d: F.linear(x, d) for d in dense],
+        "route:mm_randn": [lambda d=d, y=y: torch.mm(x, d.t(), out=y) for d, y in zip(dense, ys, strict=True)],
+        "route:mm_decoded": [lambda o=o, y=y: torch.mm(x, o.t(), out=y) for o, y in zip(outs, ys, strict=True)],
+        "route:decode+mm": [lambda q=q, s=s, f=f, o=o, y=y: decode_mm(q, s, f, o, y)
+                            for q, (_, s, f), o, y in zip(q32s, layers, outs, ys, strict=True)],
+        "route:int4_matmul": [lambda t=t: int4_matmul(x, *t, GROUP, impl="triton") for t in layers],
+    }
+    line = [f"{name:13s} M={m} decode {plan.label()}"]
+    for impl, calls in stages.items():
+        st = summary(samples := time_calls_on(device, calls, reps))
+        rec.cases.append(KernelCase(impl=impl, params={"shape": name, "n": n, "k": k, "group": GROUP, "m": m,
+                                                         "decode_plan": plan.label()},
+                                    samples_ms=[round(v, 5) for v in samples], p50_ms=st["p50"], p90_ms=st["p90"]))
+        line.append(f"{impl}={st['p50'] * 1e3:.1f}us")
+    print("\n  ".join(line), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--results", default=None, help="results directory (default: results on cuda, none on cpu)")
     p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--m", type=int, default=2048, help="tokens for the route stage (0: skip it)")
     args = p.parse_args(argv)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -99,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                                         extra={"gbs": nbytes / (st["p50"] * 1e-3) / 1e9}))
             line.append(f"{impl}={st['p50'] * 1e3:.1f}us ({nbytes / (st['p50'] * 1e-3) / 1e12:.2f} TB/s)")
         print("\n  ".join(line), flush=True)
+        if args.m > 0:
+            decodes = {c.impl: c.p50_ms for c in rec.cases if c.params["shape"] == name and c.impl.startswith("dequant")}
+            best = next(p for p in decode_plans(n, k, device) if p.label().removesuffix("+cublas") == min(decodes, key=decodes.get))
+            route_stage(rec, name, n, k, kp, best, layers, q32s, outs, dense, args.m, reps, device)
         del layers, outs, dense, q32s
         if device == "cuda":
             torch.cuda.empty_cache()
