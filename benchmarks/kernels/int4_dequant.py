@@ -16,7 +16,7 @@ baseline ``bf16_fill``.
 tokens it times ``F.linear`` on a randn bf16 weight (the int4 benchmark's baseline), the
 route's own ``torch.mm(out=)`` on that weight and on the decoded weights (same bytes, other
 values: tensor-core power, and so clocks, depend on the operands' bits), the fastest decode
-followed by that ``mm``, and the tuned ``int4_matmul``. Those cases carry ``params.m`` and
+followed by ``F.linear`` and by that ``mm``, and the tuned ``int4_matmul``. Those cases carry ``params.m`` and
 stage names (``route:*``).
 """
 
@@ -70,11 +70,17 @@ def route_stage(rec, name: str, n: int, k: int, kp: int, plan: fast.Plan, layers
         fast._dequant_words(q, s, f, GROUP, kp, torch.bfloat16, plan.bn, plan.bk, out=o, warps=plan.warps, wide=plan.wide)
         torch.mm(x, o.t(), out=y)
 
+    def decode_linear(q, s, f, o):
+        fast._dequant_words(q, s, f, GROUP, kp, torch.bfloat16, plan.bn, plan.bk, out=o, warps=plan.warps, wide=plan.wide)
+        return F.linear(x, o)
+
     int4_matmul(x, *layers[0], GROUP, impl="triton")  # tune this M bucket outside the timing
     stages = {
         "route:linear_randn": [lambda d=d: F.linear(x, d) for d in dense],
         "route:mm_randn": [lambda d=d, y=y: torch.mm(x, d.t(), out=y) for d, y in zip(dense, ys, strict=True)],
         "route:mm_decoded": [lambda o=o, y=y: torch.mm(x, o.t(), out=y) for o, y in zip(outs, ys, strict=True)],
+        "route:decode+linear": [lambda q=q, s=s, f=f, o=o: decode_linear(q, s, f, o)
+                                for q, (_, s, f), o in zip(q32s, layers, outs, strict=True)],
         "route:decode+mm": [lambda q=q, s=s, f=f, o=o, y=y: decode_mm(q, s, f, o, y)
                             for q, (_, s, f), o, y in zip(q32s, layers, outs, ys, strict=True)],
         "route:int4_matmul": [lambda t=t: int4_matmul(x, *t, GROUP, impl="triton") for t in layers],

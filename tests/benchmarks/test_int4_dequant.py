@@ -26,7 +26,7 @@ def test_the_dry_run_writes_every_decode_and_route_stage(bench, tmp_path):
     assert [c["plans"] for c in rec["correctness"]["checked"]] == [3, 3]
     for shape in bench.TINY:
         impls = {c["impl"] for c in rec["cases"] if c["params"]["shape"] == shape}
-        assert {"bf16_fill", "bf16_copy", "route:linear_randn", "route:mm_randn", "route:mm_decoded", "route:decode+mm",
+        assert {"bf16_fill", "bf16_copy", "route:linear_randn", "route:mm_randn", "route:mm_decoded", "route:decode+linear", "route:decode+mm",
                 "route:int4_matmul"} <= impls
         route = [c for c in rec["cases"] if c["impl"].startswith("route:") and c["params"]["shape"] == shape]
         assert {c["params"]["m"] for c in route} == {3}
