@@ -11,6 +11,7 @@ Nothing here imports torch at module level, so validating a spec stays cheap.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -85,6 +86,24 @@ Progress = Callable[..., Iterator[Any]]
 def no_progress(iterable: Iterable[T], **_: Any) -> Iterator[T]:
     """The progress hook used when nobody watches (tests, library use)."""
     yield from iterable
+
+
+def kv_cache_arg(model: Any) -> str | None:
+    """The keyword under which ``model``'s forward takes the KV cache, or None.
+
+    transformers 5.25 renamed ``past_key_values`` to ``cache`` (the old name warns and is to
+    go in 5.40); earlier versions take only ``past_key_values``. The instance's forward is
+    read first, then the class's, so a method that wraps forward in ``(*args, **kwargs)``
+    still gets the model's own name."""
+    for fwd in (getattr(model, "forward", None), getattr(type(model), "forward", None)):
+        try:
+            params = inspect.signature(fwd).parameters
+        except (TypeError, ValueError):
+            continue
+        for name in ("cache", "past_key_values"):
+            if name in params:
+                return name
+    return None
 
 
 @dataclass

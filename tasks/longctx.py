@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from sparsebench.api import Metric, TaskConfig
+from sparsebench.api import Metric, TaskConfig, kv_cache_arg
 
 #: shortest context length a generation task accepts (instructions + question + answer fit)
 MIN_LENGTH = 128
@@ -162,8 +162,7 @@ def greedy_generate(model: Any, rows: Sequence[Sequence[int]], max_new_tokens: i
         raise ValueError(f"greedy_generate needs prompts of one length, got {sorted(widths)}")
     x = torch.tensor([list(r) for r in rows], dtype=torch.long, device=device)
     keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    # transformers >= 5.2x names the KV cache ``cache``; earlier versions ``past_key_values``
-    cache_arg = "cache" if _accepts(model, "cache") else "past_key_values"
+    cache_arg = kv_cache_arg(model) or "past_key_values"
     out_ids: list[list[int]] = [[] for _ in rows]
     done = [False] * len(rows)
     with torch.inference_mode():

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import weakref
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from sparsebench.api import Metric
+from sparsebench.api import Metric, kv_cache_arg
 
 from .attention import BINDING, NAME, register
 from .cache import CompressedCache, KVLayer, Summary
@@ -80,18 +79,6 @@ def attention_modules(model: Any) -> list[Any]:
     return [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "k_proj")]
 
 
-def cache_argument(model: Any) -> str | None:
-    """The name under which the model's forward takes the KV cache, or None."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return None
-    for name in ("cache", "past_key_values"):
-        if name in params:
-            return name
-    return None
-
-
 def check_installable(model: Any) -> None:
     """Raise ``ValueError`` when the family cannot run on ``model``."""
     if getattr(model, STATE, None) is not None:
@@ -106,7 +93,7 @@ def check_installable(model: Any) -> None:
     if not layers or len(mods) != layers:
         raise ValueError(f"expected one attention module with q/k/v projections per decoder layer "
                          f"({layers}), found {len(mods)}")
-    if cache_argument(model) is None:
+    if kv_cache_arg(model) is None:
         raise ValueError("the model's forward takes no KV cache ('cache' or 'past_key_values')")
 
 
@@ -134,7 +121,7 @@ class Installation:
         self._model = weakref.ref(model)  # the model holds this object, not the other way round
         self.make_layer = make_layer
         self.layers = text_config(model).num_hidden_layers
-        self.cache_arg = cache_argument(model)
+        self.cache_arg = kv_cache_arg(model)
         self.tally = Tally()
         self.binding = Binding()
         self.previous = text_config(model)._attn_implementation

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..api import kv_cache_arg
 from .spread import other_blas_spread, rel_err
 
 # A replay runs the same math as the eager call, but cuBLAS may pick other algorithms
@@ -170,11 +171,12 @@ def decode_timings(
         raise ValueError(f"unknown decode timing mode(s) {sorted(unknown)}")
     x = ids[: batch * context].view(batch, context).to(device)
     cache = StaticCache(config=model.config, max_cache_len=context + tokens)
+    arg = kv_cache_arg(model) or "past_key_values"
     results: dict[str, tuple[list[float], float]] = {}
     with torch.inference_mode():
         # logits of the last position only: at a 64k context the full logits of an 8B model
         # would take 17 GB for one argmax
-        out = model(input_ids=x, past_key_values=cache, use_cache=True,
+        out = model(input_ids=x, **{arg: cache}, use_cache=True,
                     cache_position=torch.arange(context, device=device), logits_to_keep=1)
         first = out.logits[:, -1:].argmax(-1)
         del out
@@ -185,7 +187,7 @@ def decode_timings(
         fwd = forward or model.forward
 
         def step() -> Any:
-            return fwd(input_ids=static_ids, past_key_values=cache, use_cache=True,
+            return fwd(input_ids=static_ids, **{arg: cache}, use_cache=True,
                        cache_position=static_pos).logits
 
         def step_fed() -> Any:

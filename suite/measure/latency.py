@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..api import kv_cache_arg
 from .timer import timer_for
 
 
@@ -49,16 +50,17 @@ def measure_decode(
     from transformers import DynamicCache
 
     x = _tokens(ids, batch, context).to(device)
+    arg = kv_cache_arg(model) or "past_key_values"
     timer = timer_for(device)
     samples: list[float] = []
     with torch.inference_mode():
         for i in progress(range(warmup + repetitions), desc=f"decode b{batch}@{context}", leave=False):
-            cache = DynamicCache()
-            out = model(input_ids=x, past_key_values=cache, use_cache=True)
+            cache = {arg: DynamicCache()}
+            out = model(input_ids=x, use_cache=True, **cache)
             nxt = out.logits[:, -1:].argmax(-1)
             for _ in range(tokens):
                 timer.start()
-                out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
+                out = model(input_ids=nxt, use_cache=True, **cache)
                 ms = timer.stop_ms()
                 nxt = out.logits[:, -1:].argmax(-1)
                 if i >= warmup:

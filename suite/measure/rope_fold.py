@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..api import kv_cache_arg
 from .cache_length import advance, share, shared_position
 
 KERNEL = "rope_cache"
@@ -117,16 +118,17 @@ def in_situ_check(model: nn.Module, ids: torch.Tensor, sites: list[nn.Module], p
 
     T = ids.shape[1]
     cache = StaticCache(config=model.config, max_cache_len=T)
+    arg = kv_cache_arg(model) or "past_key_values"
     errors: list[float] = []
     with torch.inference_mode():
-        model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True,
+        model(input_ids=ids[:, :-1], **{arg: cache}, use_cache=True,
               cache_position=torch.arange(T - 1, device=ids.device), logits_to_keep=1)
         if not prepare(cache):
             return float("inf")
         for m in sites:
             m._rope_check = errors
         try:
-            model(input_ids=ids[:, -1:], past_key_values=cache, use_cache=True,
+            model(input_ids=ids[:, -1:], **{arg: cache}, use_cache=True,
                   cache_position=torch.tensor([T - 1], device=ids.device))
         finally:
             for m in sites:

@@ -10,6 +10,7 @@ raises on any graph break; the logits must match the eager step's.
 import pytest
 import torch
 
+from sparsebench.api import kv_cache_arg
 from sparsebench.kernels.spmm import SparseLinear, pack
 from sparsebench.methods.activation.modules import install
 from sparsebench.methods.layerwise import block_linears, decoder_blocks
@@ -58,11 +59,11 @@ def _steps(model, forward, ids, steps=2):
     cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + steps)
     out = []
     with torch.inference_mode():
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=True,
+        logits = model(input_ids=ids, **{kv_cache_arg(model): cache}, use_cache=True,
                        cache_position=torch.arange(ids.shape[1])).logits
         nxt = logits[:, -1:].argmax(-1)
         for t in range(steps):
-            logits = forward(input_ids=nxt, past_key_values=cache, use_cache=True,
+            logits = forward(input_ids=nxt, **{kv_cache_arg(model): cache}, use_cache=True,
                              cache_position=torch.tensor([ids.shape[1] + t])).logits
             out.append(logits)
             nxt = logits[:, -1:].argmax(-1)

@@ -8,10 +8,10 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from sparsebench import registry
-from sparsebench.api import ApplyContext
+from sparsebench.api import ApplyContext, kv_cache_arg
 from sparsebench.cli import main
 from sparsebench.methods.kv_cache.cache import CompressedCache
-from sparsebench.methods.kv_cache.install import STATE, cache_argument
+from sparsebench.methods.kv_cache.install import STATE
 from sparsebench.tasks.longctx import greedy_generate
 
 KEEP_ALL = [("streaming-kv", {"budget": 1000}), ("h2o", {"budget": 1000}), ("snapkv", {"budget": 1.0}),
@@ -49,7 +49,7 @@ def _ids(n=40, batch=2, seed=1):
 
 def _step(model, ids, cache, **kw):
     """One forward with the cache under the name this transformers version uses."""
-    arg = cache_argument(model)
+    arg = kv_cache_arg(model)
     with torch.inference_mode():
         out = model(input_ids=ids, use_cache=True, **({arg: cache} if cache is not None else {}), **kw)
     return out.logits, getattr(out, arg)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparsebench.api import ApplyContext
+from sparsebench.api import ApplyContext, kv_cache_arg
 from sparsebench.methods.layerwise import InputStats
 from sparsebench.methods.pruning.flap import FLAP, FLAPConfig, _remove_inputs_
 
@@ -94,7 +94,8 @@ def test_model_shrinks_runs_and_decodes(ratio, prune_heads):
         assert torch.isfinite(full).all()
         # decode with a KV cache gives the logits of a full forward
         out = model(ids[:, :7], use_cache=True)
-        step = model(ids[:, 7:], past_key_values=out.past_key_values, use_cache=True).logits
+        arg = kv_cache_arg(model)
+        step = model(ids[:, 7:], **{arg: getattr(out, arg)}, use_cache=True).logits
         assert torch.allclose(step[:, -1], full[:, -1], atol=1e-4)
         gen = model.generate(ids[:1], max_new_tokens=4, do_sample=False)
     assert gen.shape == (1, 12)

@@ -1,13 +1,12 @@
 """The four methods on a tiny random Llama: exact when the pattern covers everything, greedy
 generation through the long-context tasks' loop, and the densities ``report`` gives."""
 
-import inspect
 
 import pytest
 import torch
 
 from sparsebench import registry
-from sparsebench.api import ApplyContext
+from sparsebench.api import ApplyContext, kv_cache_arg
 from sparsebench.methods.sparse_attention.attention import NAME
 from sparsebench.tasks.longctx import greedy_generate
 
@@ -25,18 +24,14 @@ def _apply(name, layers=4, **cfg):
     return method, model, result
 
 
-def _cache_kw(model):
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def _step_logits(model, x, tokens, cache=None):
     """Prefill ``x``, then feed ``tokens`` one by one; all logits (prefill's included)."""
-    kw = _cache_kw(model)
+    kw = kv_cache_arg(model)
     out_logits = []
     with torch.inference_mode():
         if cache is None:
             out = model(input_ids=x, use_cache=True)
-            cache = out.cache if kw == "cache" else out.past_key_values
+            cache = getattr(out, kw)
         else:
             out = model(input_ids=x, use_cache=True, **{kw: cache})
         out_logits.append(out.logits)

@@ -2,6 +2,7 @@
 
 import torch
 
+from sparsebench.api import kv_cache_arg
 from sparsebench.measure.cache_length import share
 
 
@@ -15,13 +16,13 @@ def greedy_steps(model, prefill, steps, forward=None, shared=False):
     cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + steps)
     out = []
     with torch.inference_mode():
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=True,
+        logits = model(input_ids=ids, **{kv_cache_arg(model): cache}, use_cache=True,
                        cache_position=torch.arange(ids.shape[1])).logits
         if shared:
             assert share(cache)
         nxt = logits[:, -1:].argmax(-1)
         for t in range(steps):
-            logits = (forward or model.forward)(input_ids=nxt, past_key_values=cache, use_cache=True,
+            logits = (forward or model.forward)(input_ids=nxt, **{kv_cache_arg(model): cache}, use_cache=True,
                                                 cache_position=torch.tensor([ids.shape[1] + t])).logits
             out.append(logits.clone())
             nxt = logits[:, -1:].argmax(-1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparsebench.api import DECODE_PATHS, MeasureSpec
+from sparsebench.api import DECODE_PATHS, MeasureSpec, kv_cache_arg
 from sparsebench.measure import decode_kernels
 from sparsebench.measure.decode_kernels import ATTENTION, gemv_decode, length_rows, one_row
 from sparsebench.registry import attention_kernels, linear_kernels
@@ -29,9 +29,9 @@ def _decode_step(model):
     from transformers import StaticCache
 
     cache = StaticCache(config=model.config, max_cache_len=8)
-    model(input_ids=torch.tensor([[1, 5, 7, 2]]), past_key_values=cache, use_cache=True,
+    model(input_ids=torch.tensor([[1, 5, 7, 2]]), **{kv_cache_arg(model): cache}, use_cache=True,
           cache_position=torch.arange(4))
-    return model(input_ids=torch.tensor([[3]]), past_key_values=cache, use_cache=True,
+    return model(input_ids=torch.tensor([[3]]), **{kv_cache_arg(model): cache}, use_cache=True,
                  cache_position=torch.tensor([4])).logits
 
 

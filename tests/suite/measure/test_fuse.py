@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from sparsebench.api import kv_cache_arg
 from sparsebench.measure.ceilings import decode_bytes_per_token
 from sparsebench.measure.fuse import (
     compact_paths,
@@ -46,12 +47,12 @@ def _static_decode(model, ids, steps=4):
     cache = StaticCache(config=model.config, max_cache_len=n + steps)
     out = []
     with torch.inference_mode():
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=True,
+        logits = model(input_ids=ids, **{kv_cache_arg(model): cache}, use_cache=True,
                        cache_position=torch.arange(n)).logits
         out.append(logits)
         nxt = logits[:, -1:].argmax(-1)
         for t in range(steps):
-            logits = model(input_ids=nxt, past_key_values=cache, use_cache=True,
+            logits = model(input_ids=nxt, **{kv_cache_arg(model): cache}, use_cache=True,
                            cache_position=torch.tensor([n + t])).logits
             out.append(logits)
             nxt = logits[:, -1:].argmax(-1)
@@ -212,10 +213,10 @@ def test_compiled_decode_step_has_no_graph_break(backend):
     step = torch.compile(model.forward, backend=backend, fullgraph=True, dynamic=False)
     cache = StaticCache(config=model.config, max_cache_len=8)
     with torch.inference_mode():
-        model(input_ids=ids, past_key_values=cache, use_cache=True, cache_position=torch.arange(6))
+        model(input_ids=ids, **{kv_cache_arg(model): cache}, use_cache=True, cache_position=torch.arange(6))
         nxt = ref[0][:, -1:].argmax(-1)
         for t in range(2):
-            logits = step(input_ids=nxt, past_key_values=cache, use_cache=True,
+            logits = step(input_ids=nxt, **{kv_cache_arg(model): cache}, use_cache=True,
                           cache_position=torch.tensor([6 + t])).logits
             torch.testing.assert_close(logits, ref[1 + t], rtol=1e-5, atol=1e-6)
             nxt = logits[:, -1:].argmax(-1)

@@ -6,6 +6,7 @@ step (fullgraph) holds one rope_cache call per layer and no RoPE or index_copy o
 import pytest
 import torch
 
+from sparsebench.api import kv_cache_arg
 from sparsebench.measure.cache_length import shared_lengths
 from sparsebench.measure.rope_fold import CHECK_TOL, folded_rope
 from sparsebench.registry import attention_kernels
@@ -66,13 +67,13 @@ def test_prefill_and_unshared_caches_run_the_modules_own_forward():
     with torch.inference_mode():
         want = model(input_ids=ids).logits
         c1 = StaticCache(config=model.config, max_cache_len=8)
-        model(input_ids=ids, past_key_values=c1, use_cache=True)
-        want_step = model(input_ids=ids[:, :1], past_key_values=c1, use_cache=True).logits
+        model(input_ids=ids, **{kv_cache_arg(model): c1}, use_cache=True)
+        want_step = model(input_ids=ids[:, :1], **{kv_cache_arg(model): c1}, use_cache=True).logits
     with shared_lengths(), folded_rope(model, _kernel(), None), torch.inference_mode():
         torch.testing.assert_close(model(input_ids=ids).logits, want, rtol=0, atol=0)
         c2 = StaticCache(config=model.config, max_cache_len=8)  # never shared
-        model(input_ids=ids, past_key_values=c2, use_cache=True)
-        torch.testing.assert_close(model(input_ids=ids[:, :1], past_key_values=c2, use_cache=True).logits,
+        model(input_ids=ids, **{kv_cache_arg(model): c2}, use_cache=True)
+        torch.testing.assert_close(model(input_ids=ids[:, :1], **{kv_cache_arg(model): c2}, use_cache=True).logits,
                                    want_step, rtol=0, atol=0)
 
 
