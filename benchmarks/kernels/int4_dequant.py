@@ -63,16 +63,20 @@ def route_stage(rec, name: str, n: int, k: int, kp: int, plan: fast.Plan, layers
 
     x = torch.randn(m, kp, device=device, dtype=torch.bfloat16)
     ys = [torch.empty(m, n, device=device, dtype=torch.bfloat16) for _ in outs]
-    for (_, s, f), q, o in zip(layers, q32s, outs, strict=True):  # the decoded weights the mm stage reads
+
+    def decode(q, s, f, o):
         fast._dequant_words(q, s, f, GROUP, kp, torch.bfloat16, plan.bn, plan.bk, out=o, warps=plan.warps, wide=plan.wide)
 
     def decode_mm(q, s, f, o, y):
-        fast._dequant_words(q, s, f, GROUP, kp, torch.bfloat16, plan.bn, plan.bk, out=o, warps=plan.warps, wide=plan.wide)
+        decode(q, s, f, o)
         torch.mm(x, o.t(), out=y)
 
     def decode_linear(q, s, f, o):
-        fast._dequant_words(q, s, f, GROUP, kp, torch.bfloat16, plan.bn, plan.bk, out=o, warps=plan.warps, wide=plan.wide)
+        decode(q, s, f, o)
         return F.linear(x, o)
+
+    for (_, s, f), q, o in zip(layers, q32s, outs, strict=True):  # the decoded weights the mm stage reads
+        decode(q, s, f, o)
 
     int4_matmul(x, *layers[0], GROUP, impl="triton")  # tune this M bucket outside the timing
     stages = {

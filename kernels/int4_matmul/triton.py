@@ -296,16 +296,14 @@ def _dequant_matmul(x2: torch.Tensor, q32: torch.Tensor, scales: torch.Tensor, o
     n = q32.shape[0]
     rows = min(n, triton.cdiv(triton.cdiv(n, plan.split), 128) * 128)  # 128-row aligned chunks
     buf = _alloc((rows, kp), x2.device, x2.dtype)
-    if rows == n:  # one chunk: F.linear, the dense baseline's entry point (a wash: int4_dequant's route stage)
-        _dequant_words(q32, scales, offsets, group, kp, x2.dtype, plan.bn, plan.bk, out=buf, warps=plan.warps,
-                       wide=plan.wide)
-        return torch.nn.functional.linear(x2, buf)
-    y = _alloc((x2.shape[0], n), x2.device, x2.dtype)
+    y = _alloc((x2.shape[0], n), x2.device, x2.dtype) if rows < n else None
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
         w = buf[: r1 - r0]
         _dequant_words(q32[r0:r1], scales[r0:r1], offsets[r0:r1], group, kp, x2.dtype, plan.bn, plan.bk, out=w,
                        warps=plan.warps, wide=plan.wide)
+        if y is None:  # one chunk: F.linear, the dense baseline's entry point (a wash: int4_dequant's route stage)
+            return torch.nn.functional.linear(x2, w)
         torch.mm(x2, w.t(), out=y[:, r0:r1])
     return y
 

@@ -76,16 +76,12 @@ def pack(weight: torch.Tensor, tile_n: int = TILE_N, tile_k: int = TILE_K, align
     nt, kt = np_ // tile_n, kp // tile_k
     tiles = w.reshape(nt, tile_n, kt, tile_k).permute(0, 2, 1, 3)  # [nt, kt, tile_n, tile_k]
     nz = tiles != 0
-    counts = nz.sum(-1).reshape(-1)  # per (tile, row), in the order of values
-    if align == 1:
-        values = tiles[nz]  # boolean indexing keeps the tile-major, row-major order
-    else:
-        counts = (counts + align - 1) // align * align  # each run padded to whole vectors
+    # per (tile, row) run lengths in the tile-major, row-major order of values, padded to whole vectors
+    counts = (nz.sum(-1).reshape(-1) + align - 1) // align * align
     start = torch.cumsum(counts, 0) - counts
-    if align > 1:
-        rank = torch.cumsum(nz.to(torch.int64), -1) - 1  # a nonzero's place in its row run
-        values = torch.zeros(int(counts.sum()), dtype=weight.dtype, device=weight.device)
-        values[(start.reshape(nt, kt, tile_n, 1) + rank)[nz]] = tiles[nz]
+    rank = torch.cumsum(nz, -1, dtype=torch.int32) - 1  # a nonzero's place in its row run
+    values = torch.zeros(int(counts.sum()), dtype=weight.dtype, device=weight.device)
+    values[(start.reshape(nt, kt, tile_n, 1) + rank)[nz]] = tiles[nz]
     start = start.reshape(nt, kt, tile_n).permute(0, 2, 1).reshape(np_, kt)
     mask = (w != 0).reshape(np_, kp // 32, 32).to(torch.int64)
     words = (mask << torch.arange(32, device=w.device)).sum(-1)

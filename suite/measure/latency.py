@@ -55,12 +55,12 @@ def measure_decode(
     samples: list[float] = []
     with torch.inference_mode():
         for i in progress(range(warmup + repetitions), desc=f"decode b{batch}@{context}", leave=False):
-            cache = {arg: DynamicCache()}
-            out = model(input_ids=x, use_cache=True, **cache)
+            with_cache = {arg: DynamicCache()}
+            out = model(input_ids=x, use_cache=True, **with_cache)
             nxt = out.logits[:, -1:].argmax(-1)
             for _ in range(tokens):
                 timer.start()
-                out = model(input_ids=nxt, use_cache=True, **cache)
+                out = model(input_ids=nxt, use_cache=True, **with_cache)
                 ms = timer.stop_ms()
                 nxt = out.logits[:, -1:].argmax(-1)
                 if i >= warmup:

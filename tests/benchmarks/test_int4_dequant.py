@@ -1,5 +1,5 @@
 """The int4 decode benchmark's CPU dry run under the Triton interpreter: every decode tile is
-checked bit for bit before it is timed, and the route stage writes its four cases."""
+checked bit for bit before it is timed, and the route stage writes each of its cases."""
 
 import json
 
