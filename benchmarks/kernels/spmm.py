@@ -7,9 +7,6 @@ Checks the Triton kernel and the on-device unpack against ``kernels/spmm/ref.py`
 (launch configuration tuned per shape and M) at Llama-3-8B shapes, M in 1..16, sparsity
 50/70/80%, with distinct operand copies in one CUDA graph; and, at 50%, the prefill path
 (unpack + cuBLAS) at large M. Writes one record under RESULTS/kernels/.
-
-``--aligns`` (default 1 8) times each packed layout: ``triton_spmm`` gathers one nonzero per
-load (align 1), ``triton_spmm_a8`` reads row runs padded to 8 values with 16-byte loads.
 """
 
 from __future__ import annotations
@@ -26,11 +23,7 @@ from sparsebench.kernels.spmm import triton as tri
 MS = (1, 2, 4, 8, 16)
 SPARSITIES = (0.5, 0.7, 0.8)
 LARGE_MS = (512, 2048)
-IMPLS = ("triton_spmm", "triton_spmm_a8", "unpack_cublas")
-
-
-def spmm_impl(align: int) -> str:
-    return "triton_spmm" if align == 1 else f"triton_spmm_a{align}"
+IMPLS = ("triton_spmm", "unpack_cublas")
 
 
 def pruned(n: int, k: int, sparsity: float, seed: int) -> torch.Tensor:
@@ -41,21 +34,18 @@ def pruned(n: int, k: int, sparsity: float, seed: int) -> torch.Tensor:
     return w.scatter(1, drop, 0.0)
 
 
-def correctness_first(aligns: tuple[int, ...] = (1,)) -> dict:
+def correctness_first() -> dict:
     out: dict = {"against": "kernels/spmm/ref.py (unpack + fp32 accumulation)", "dtype": "bfloat16"}
     for name, n, k in SHAPES:
-        w0 = pruned(n, k, 0.5, seed=1)
-        for align in aligns:
-            p = pack(w0, align=align)
-            w = ref.unpack(p)
-            if not torch.equal(w, w0) or not torch.equal(tri.unpack(p), w):
-                raise AssertionError(f"{name} align {align}: Triton unpack or ref.unpack differs from the weight")
-            for m in (1, 3, 16):
-                x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-                want = ref.spmm(x, p)
-                for split in (1, 4):
-                    check(f"{name} align={align} m={m} split_k={split}", spmm(x, p, impl="triton", split_k=split),
-                          want, out)
+        p = pack(pruned(n, k, 0.5, seed=1))
+        w = ref.unpack(p)
+        if not torch.equal(tri.unpack(p), w):
+            raise AssertionError(f"{name}: Triton unpack differs from ref.unpack")
+        for m in (1, 3, 16):
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            want = ref.spmm(x, p)
+            for split in (1, 4):
+                check(f"{name} m={m} split_k={split}", spmm(x, p, impl="triton", split_k=split), want, out)
     out["passed"] = True
     return out
 
@@ -69,17 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0], MS)
     p.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
     p.add_argument("--large-ms", type=int, nargs="*", default=list(LARGE_MS))
-    p.add_argument("--aligns", type=int, nargs="+", default=[1, 8], choices=[1, 8],
-                   help="packed layouts to time (1: one gathered load a nonzero; 8: 16-byte run loads)")
     args = p.parse_args(argv)
     log: list[str] = []
-    if (rec := start("spmm", partial(correctness_first, tuple(args.aligns)), args)) is None:
+    if (rec := start("spmm", correctness_first, args)) is None:
         return 1
     for name, n, k, copies in shapes(args):
         for sparsity in args.sparsities:
             ws = [pruned(n, k, sparsity, seed=i) for i in range(copies)]
-            layouts = {a: [pack(w, align=a) for w in ws] for a in args.aligns}
-            packs = layouts[args.aligns[0]]
+            packs = [pack(w) for w in ws]
             ratio = packs[0].nbytes / (n * k * 2)
             for m in [*args.ms, *(args.large_ms if sparsity == 0.5 else [])]:
                 xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
@@ -89,25 +76,19 @@ def main(argv: list[str] | None = None) -> int:
                                   args.reps)
                 rec.cases[-1].extra["gbs"] = n * k * 2 / 1e6 / dense
                 if m <= 16:
-                    for align, lp in layouts.items():
-                        launch = tune(lp[0], m, log)
-                        lratio = lp[0].nbytes / (n * k * 2)
-                        t = time_case(rec, spmm_impl(align), params,
-                                      per_copy(partial(spmm, impl="triton", **launch), xs, lp),
-                                      args.reps, extra={"bytes_ratio": lratio, **{a: float(b) for a, b in launch.items()}})
-                        rec.cases[-1].extra["gbs"] = lp[0].nbytes / 1e6 / t
-                        print(f"{name:8s} sparsity {sparsity:.0%} M={m:5d} dense {dense:.4f} ms  "
-                              f"{spmm_impl(align)} {t:.4f} ms  {dense / t:.2f}x  (packed/dense bytes {lratio:.3f})",
-                              flush=True)
+                    launch = tune(packs[0], m, log)
+                    t = time_case(rec, IMPLS[0], params,
+                                  per_copy(partial(spmm, impl="triton", **launch), xs, packs),
+                                  args.reps, extra={"bytes_ratio": ratio, **{a: float(b) for a, b in launch.items()}})
                 else:
-                    t = time_case(rec, IMPLS[2], params,
+                    t = time_case(rec, IMPLS[1], params,
                                   per_copy(unpack_linear, xs, packs),
                                   args.reps, extra={"bytes_ratio": ratio})
-                    rec.cases[-1].extra["gbs"] = packs[0].nbytes / 1e6 / t
-                    print(f"{name:8s} sparsity {sparsity:.0%} M={m:5d} dense {dense:.4f} ms  unpack+cuBLAS {t:.4f} ms  "
-                          f"{dense / t:.2f}x  (packed/dense bytes {ratio:.3f})", flush=True)
+                rec.cases[-1].extra["gbs"] = packs[0].nbytes / 1e6 / t
+                print(f"{name:8s} sparsity {sparsity:.0%} M={m:5d} dense {dense:.4f} ms  sparse {t:.4f} ms  "
+                      f"{dense / t:.2f}x  (packed/dense bytes {ratio:.3f})", flush=True)
                 del xs
-            del ws, packs, layouts
+            del ws, packs
             torch.cuda.empty_cache()
     return finish(rec, ("shape", "sparsity", "m"), IMPLS, args.results, log)
 

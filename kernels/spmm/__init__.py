@@ -22,7 +22,7 @@ from .ref import PackedWeight, pack, unpack
 __all__ = ["DECODE_M", "PackedWeight", "SparseLinear", "pack", "spmm", "unpack"]
 
 DECODE_M = 16
-_TUNED: dict[tuple[int, int, str, int, int], dict[str, int]] = {}
+_TUNED: dict[tuple[int, int, str, int], dict[str, int]] = {}
 TUNING_LOG: list[str] = []  # one line per tuned (shape, M bucket), in the order they were tuned
 
 
@@ -55,7 +55,7 @@ def tune(packed: PackedWeight, m: int, log: list[str] | None = None) -> dict[str
     from . import triton as tri
 
     n, k = packed.shape
-    key = (n, k, str(packed.values.dtype), _m_bucket(m), packed.align)
+    key = (n, k, str(packed.values.dtype), _m_bucket(m))
     if key in _TUNED:
         return _TUNED[key]
     x = torch.randn(key[3], k, device=packed.values.device, dtype=packed.values.dtype)
@@ -84,53 +84,52 @@ class SparseLinear(nn.Module):
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None, autotune: bool = True):
         super().__init__()
         self.out_features, self.in_features = packed.shape
-        self.tile_n, self.tile_k, self.align = packed.tile_n, packed.tile_k, packed.align
+        self.tile_n, self.tile_k = packed.tile_n, packed.tile_k
         self.autotune = autotune
         for name, t in packed.tensors().items():
             self.register_buffer(name, t)
         self.register_buffer("bias", bias)
 
     @classmethod
-    def from_linear(cls, lin: nn.Linear, autotune: bool = True, align: int = 1) -> SparseLinear:
+    def from_linear(cls, lin: nn.Linear, autotune: bool = True) -> SparseLinear:
         w = lin.weight.detach()
         if w.device.type != "cuda":
             raise ValueError(f"SparseLinear runs its Triton kernel on CUDA; the weight is on {w.device}")
         if w.dtype not in (torch.float16, torch.bfloat16, torch.float32):
             raise ValueError(f"SparseLinear supports float16/bfloat16/float32 weights, got {w.dtype}")
         bias = None if lin.bias is None else lin.bias.detach().clone()
-        return cls(pack(w, align=align), bias, autotune)
+        return cls(pack(w), bias, autotune)
 
     @property
     def packed(self) -> PackedWeight:
         return PackedWeight(self.values, self.bits, self.row_start, (self.out_features, self.in_features),
-                            self.tile_n, self.tile_k, self.align)
+                            self.tile_n, self.tile_k)
 
     def weight_zero_count(self) -> tuple[int, int]:
         """(exact zeros, total) of the held weight: everything not stored is zero."""
         total = self.in_features * self.out_features
-        return total - self.packed.nnz, total
+        return total - int(self.values.numel()), total
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # one registered op: torch.compile keeps it whole instead of tracing the tuning and
         # capture checks below (which broke CUDA-graph capture of a compiled decode step)
         return torch.ops.sparsebench.spmm_linear(x, self.values, self.bits, self.row_start, self.bias,
-                                                 self.out_features, self.tile_n, self.tile_k, self.align,
-                                                 self.autotune)
+                                                 self.out_features, self.tile_n, self.tile_k, self.autotune)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"nnz={self.packed.nnz}, bitmask tiles {self.tile_n}x{self.tile_k}, align {self.align}")
+                f"nnz={self.values.numel()}, bitmask tiles {self.tile_n}x{self.tile_k}")
 
 
 @torch.library.custom_op("sparsebench::spmm_linear", mutates_args=())
 def _spmm_linear(x: torch.Tensor, values: torch.Tensor, bits: torch.Tensor, row_start: torch.Tensor,
-                 bias: torch.Tensor | None, out_features: int, tile_n: int, tile_k: int, align: int,
+                 bias: torch.Tensor | None, out_features: int, tile_n: int, tile_k: int,
                  autotune: bool) -> torch.Tensor:
     """``SparseLinear``'s forward: the SpMM kernel for up to ``DECODE_M`` rows (its launch
     tuned on the first call of a shape and M bucket, never while a CUDA graph is being
     captured), else the weight decoded on the device and one cuBLAS GEMM."""
     in_features = x.shape[-1]
-    p = PackedWeight(values, bits, row_start, (out_features, in_features), tile_n, tile_k, align)
+    p = PackedWeight(values, bits, row_start, (out_features, in_features), tile_n, tile_k)
     x2 = x.reshape(-1, in_features)
     m = x2.shape[0]
     if m > DECODE_M:  # compute-bound: decode the weight once, then cuBLAS
@@ -141,11 +140,11 @@ def _spmm_linear(x: torch.Tensor, values: torch.Tensor, bits: torch.Tensor, row_
     launch: dict[str, int] = {}
     if autotune and x.is_cuda and not torch.cuda.is_current_stream_capturing():
         launch = tune(p, m, TUNING_LOG)
-    elif (cached := _TUNED.get((out_features, in_features, str(values.dtype), _m_bucket(m), align))) is not None:
+    elif (cached := _TUNED.get((out_features, in_features, str(values.dtype), _m_bucket(m)))) is not None:
         launch = cached
     return spmm(x, p, bias, impl="triton", **launch)
 
 
 @_spmm_linear.register_fake
-def _(x, values, bits, row_start, bias, out_features, tile_n, tile_k, align, autotune):
+def _(x, values, bits, row_start, bias, out_features, tile_n, tile_k, autotune):
     return x.new_empty((*x.shape[:-1], out_features))

@@ -13,11 +13,6 @@ at the edges). Stored are
   ``row_start[n, t] + popcount of the bits before j inside the tile``).
 
 At 50% sparsity in bf16 this is 1 + 1/8 + 4/tile_k bytes per weight, ~0.57 of dense.
-
-``align`` > 1 starts every row's run inside a tile on a multiple of ``align`` values (zeros
-fill the gaps), so a kernel can read a run with aligned vector loads (``align`` 8: 16 bytes
-of bf16) instead of one gathered element at a time; it costs on average (align - 1) / 2
-values per row and tile (~5% more bytes at 50% with 128-column tiles).
 ``spmm`` is ``x [M, K] @ W^T`` accumulated in fp32, returned in ``x.dtype``.
 """
 
@@ -39,15 +34,10 @@ class PackedWeight:
     shape: tuple[int, int]  # (N, K)
     tile_n: int = TILE_N
     tile_k: int = TILE_K
-    align: int = 1  # each row run in a tile starts on a multiple of this many values
 
     @property
     def nnz(self) -> int:
-        """Stored nonzeros (the gaps of an aligned layout are not counted)."""
-        if self.align == 1:
-            return int(self.values.numel())
-        table = torch.tensor([bin(b).count("1") for b in range(256)], dtype=torch.int64, device=self.bits.device)
-        return int(table[self.bits.contiguous().view(torch.uint8).to(torch.int64)].sum())
+        return int(self.values.numel())
 
     @property
     def nbytes(self) -> int:
@@ -61,14 +51,12 @@ def _padded(n: int, mult: int) -> int:
     return -(-n // mult) * mult
 
 
-def pack(weight: torch.Tensor, tile_n: int = TILE_N, tile_k: int = TILE_K, align: int = 1) -> PackedWeight:
+def pack(weight: torch.Tensor, tile_n: int = TILE_N, tile_k: int = TILE_K) -> PackedWeight:
     """Pack a (pruned) ``weight [N, K]``; zeros are simply not stored."""
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D [out, in], got shape {tuple(weight.shape)}")
     if tile_k % 32:
         raise ValueError(f"tile_k must be a multiple of 32 (one int32 bitmask word), got {tile_k}")
-    if align not in (1, 2, 4, 8):
-        raise ValueError(f"align must be 1, 2, 4 or 8 values, got {align}")
     n, k = weight.shape
     np_, kp = _padded(n, tile_n), _padded(k, tile_k)
     w = torch.zeros(np_, kp, dtype=weight.dtype, device=weight.device)
@@ -76,35 +64,28 @@ def pack(weight: torch.Tensor, tile_n: int = TILE_N, tile_k: int = TILE_K, align
     nt, kt = np_ // tile_n, kp // tile_k
     tiles = w.reshape(nt, tile_n, kt, tile_k).permute(0, 2, 1, 3)  # [nt, kt, tile_n, tile_k]
     nz = tiles != 0
-    # per (tile, row) run lengths in the tile-major, row-major order of values, padded to whole vectors
-    counts = (nz.sum(-1).reshape(-1) + align - 1) // align * align
-    start = torch.cumsum(counts, 0) - counts
-    rank = torch.cumsum(nz, -1, dtype=torch.int32) - 1  # a nonzero's place in its row run
-    values = torch.zeros(int(counts.sum()), dtype=weight.dtype, device=weight.device)
-    values[(start.reshape(nt, kt, tile_n, 1) + rank)[nz]] = tiles[nz]
-    start = start.reshape(nt, kt, tile_n).permute(0, 2, 1).reshape(np_, kt)
+    values = tiles[nz]  # boolean indexing keeps the tile-major, row-major order
+    counts = nz.sum(-1).reshape(-1)  # per (tile, row), in the order of values
+    start = (torch.cumsum(counts, 0) - counts).reshape(nt, kt, tile_n).permute(0, 2, 1).reshape(np_, kt)
     mask = (w != 0).reshape(np_, kp // 32, 32).to(torch.int64)
     words = (mask << torch.arange(32, device=w.device)).sum(-1)
     words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
     return PackedWeight(values=values.contiguous(), bits=words.contiguous(),
-                        row_start=start.to(torch.int32).contiguous(), shape=(n, k), tile_n=tile_n, tile_k=tile_k,
-                        align=align)
+                        row_start=start.to(torch.int32).contiguous(), shape=(n, k), tile_n=tile_n, tile_k=tile_k)
 
 
 def unpack(p: PackedWeight) -> torch.Tensor:
-    """The dense ``W [N, K]`` back from its packed form: element (n, j) of k-tile t is
-    ``values[row_start[n, t] + number of set bits before j in that row of the tile]``."""
+    """The dense ``W [N, K]`` back from its packed form."""
     n, k = p.shape
     np_, kw = p.bits.shape
     kp = kw * 32
-    kt = kp // p.tile_k
+    nt, kt = np_ // p.tile_n, kp // p.tile_k
     bits = (p.bits.to(torch.int64).unsqueeze(-1) >> torch.arange(32, device=p.bits.device)) & 1
-    nz = bits.reshape(np_, kt, p.tile_k)
-    where = p.row_start.to(torch.int64).unsqueeze(-1) + torch.cumsum(nz, -1) - nz
-    mask = nz.bool()
-    w = torch.zeros(np_, kt, p.tile_k, dtype=p.values.dtype, device=p.values.device)
-    w[mask] = p.values[where[mask]]
-    return w.reshape(np_, kp)[:n, :k]
+    nz = bits.reshape(np_, kp).bool()
+    tiles_nz = nz.reshape(nt, p.tile_n, kt, p.tile_k).permute(0, 2, 1, 3)
+    tiles = torch.zeros(tiles_nz.shape, dtype=p.values.dtype, device=p.values.device)
+    tiles[tiles_nz] = p.values
+    return tiles.permute(0, 2, 1, 3).reshape(np_, kp)[:n, :k]
 
 
 def spmm(x: torch.Tensor, p: PackedWeight, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -24,33 +24,22 @@ from .ref import PackedWeight
 
 @triton.jit
 def _weight_tile(vals_ptr, bits_ptr, start_ptr, rn, kt, n_ktiles, words_per_row,
-                 BN: tl.constexpr, BK: tl.constexpr, ALIGN: tl.constexpr):
-    """The dense [BN, BK] tile of k-tile ``kt`` for rows ``rn`` (all inside the padding).
-
-    ALIGN 1: each nonzero is one gathered load (on the H200 that saturates L1/TEX, see
-    benchmarks/NOTES.md). ALIGN > 1 (runs padded to whole vectors): a row's run is read
-    with aligned vector loads up to its rounded-up length, then ``tl.gather`` places it."""
+                 BN: tl.constexpr, BK: tl.constexpr):
+    """The dense [BN, BK] tile of k-tile ``kt`` for rows ``rn`` (all inside the padding)."""
     wcol = kt * (BK // 32) + tl.arange(0, BK // 32)
     words = tl.load(bits_ptr + rn[:, None] * words_per_row + wcol[None, :])
     bit = (words[:, :, None] >> tl.arange(0, 32)[None, None, :]) & 1
     bit = tl.reshape(bit, (BN, BK))
     pos = tl.cumsum(bit, axis=1) - bit
     base = tl.load(start_ptr + rn * n_ktiles + kt)
-    if ALIGN == 1:
-        return tl.load(vals_ptr + base[:, None] + pos, mask=bit != 0, other=0.0)
-    run_len = tl.multiple_of((tl.sum(bit, axis=1) + ALIGN - 1) // ALIGN * ALIGN, ALIGN)
-    rk = tl.arange(0, BK)
-    run = tl.load(vals_ptr + tl.multiple_of(base, ALIGN)[:, None] + rk[None, :],
-                  mask=rk[None, :] < run_len[:, None], other=0.0)
-    w = tl.gather(run, pos, axis=1)  # pos < BK: a clear bit's pos is at most the row's count
-    return tl.where(bit != 0, w, tl.zeros_like(w))
+    return tl.load(vals_ptr + base[:, None] + pos, mask=bit != 0, other=0.0)
 
 
 @triton.jit
 def _spmm_kernel(x_ptr, vals_ptr, bits_ptr, start_ptr, out_ptr, M, N, K, stride_xm, stride_om,
                  n_ktiles, words_per_row, tiles_per_split,
                  BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, ATOMIC: tl.constexpr,
-                 IEEE: tl.constexpr, ALIGN: tl.constexpr):
+                 IEEE: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -63,7 +52,7 @@ def _spmm_kernel(x_ptr, vals_ptr, bits_ptr, start_ptr, out_ptr, M, N, K, stride_
         rk = kt * BK + tl.arange(0, BK)
         x = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :],
                     mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)
-        w = _weight_tile(vals_ptr, bits_ptr, start_ptr, rn, kt, n_ktiles, words_per_row, BN, BK, ALIGN)
+        w = _weight_tile(vals_ptr, bits_ptr, start_ptr, rn, kt, n_ktiles, words_per_row, BN, BK)
         if IEEE:  # fp32 inputs, or the interpreter (whose bf16 dot is wrong): exact fp32 products
             acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)), input_precision="ieee")
         else:
@@ -78,11 +67,11 @@ def _spmm_kernel(x_ptr, vals_ptr, bits_ptr, start_ptr, out_ptr, M, N, K, stride_
 
 @triton.jit
 def _unpack_kernel(vals_ptr, bits_ptr, start_ptr, out_ptr, N, K, stride_o, n_ktiles, words_per_row,
-                   BN: tl.constexpr, BK: tl.constexpr, ALIGN: tl.constexpr):
+                   BN: tl.constexpr, BK: tl.constexpr):
     rn = tl.program_id(0) * BN + tl.arange(0, BN)
     kt = tl.program_id(1)
     rk = kt * BK + tl.arange(0, BK)
-    w = _weight_tile(vals_ptr, bits_ptr, start_ptr, rn, kt, n_ktiles, words_per_row, BN, BK, ALIGN)
+    w = _weight_tile(vals_ptr, bits_ptr, start_ptr, rn, kt, n_ktiles, words_per_row, BN, BK)
     tl.store(out_ptr + rn[:, None] * stride_o + rk[None, :], w, mask=(rn[:, None] < N) & (rk[None, :] < K))
 
 
@@ -118,8 +107,7 @@ def spmm(x: torch.Tensor, p: PackedWeight, split_k: int | None = None, num_warps
     grid = (p.bits.shape[0] // p.tile_n, split, m_tiles)
     _spmm_kernel[grid](x, p.values, p.bits, p.row_start, out, m, n, k, x.stride(0), out.stride(0),
                        n_ktiles, p.bits.shape[1], per, BM=bm, BN=p.tile_n, BK=p.tile_k, ATOMIC=atomic,
-                       IEEE=x.dtype == torch.float32 or x.device.type == "cpu", ALIGN=p.align, num_warps=num_warps,
-                       num_stages=num_stages)
+                       IEEE=x.dtype == torch.float32 or x.device.type == "cpu", num_warps=num_warps, num_stages=num_stages)
     return out.to(x.dtype) if atomic else out
 
 
@@ -130,5 +118,5 @@ def unpack(p: PackedWeight, out: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.empty(n, k, device=p.values.device, dtype=p.values.dtype)
     grid = (p.bits.shape[0] // p.tile_n, p.row_start.shape[1])
     _unpack_kernel[grid](p.values, p.bits, p.row_start, out, n, k, out.stride(0), p.row_start.shape[1],
-                         p.bits.shape[1], BN=p.tile_n, BK=p.tile_k, ALIGN=p.align, num_warps=4)
+                         p.bits.shape[1], BN=p.tile_n, BK=p.tile_k, num_warps=4)
     return out

@@ -18,34 +18,13 @@ def sparse(n, k, sparsity, dtype, seed=0, device=DEVICE):
     return w.to(dtype).to(device)
 
 
-@pytest.mark.parametrize("align", [1, 8])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 1.0])
-def test_pack_round_trip_and_size(sparsity, align):
+def test_pack_round_trip_and_size(sparsity):
     w = sparse(37, 70, sparsity, torch.bfloat16, device="cpu")
-    p = pack(w, tile_n=16, tile_k=32, align=align)
+    p = pack(w, tile_n=16, tile_k=32)
     assert torch.equal(unpack(p), w)
     assert p.nnz == int((w != 0).sum())
     assert p.bits.shape == (48, 3) and p.row_start.shape == (48, 3)
-    assert bool((p.row_start % align == 0).all())
-
-
-def test_aligned_runs_by_hand():
-    """Two rows, one 32-column tile: row 0 holds 2 nonzeros, row 1 holds 3; with align 4 each
-    run starts on a multiple of 4 values and the gap is zeros."""
-    w = torch.zeros(2, 32)
-    w[0, 1], w[0, 3] = 1.0, 2.0
-    w[1, 0], w[1, 5], w[1, 31] = 3.0, 4.0, 5.0
-    p = pack(w, tile_n=2, tile_k=32, align=4)
-    assert p.values.tolist() == [1.0, 2.0, 0.0, 0.0, 3.0, 4.0, 5.0, 0.0]
-    assert p.row_start.tolist() == [[0], [4]]
-    assert p.bits.tolist() == [[0b1010], [1 | 1 << 5 | -(1 << 31)]]
-    assert p.nnz == 5 and torch.equal(unpack(p), w)
-    assert pack(w, tile_n=2, tile_k=32).values.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
-
-
-def test_align_must_be_a_vector_width():
-    with pytest.raises(ValueError, match="align must be 1, 2, 4 or 8"):
-        pack(torch.ones(4, 32), tile_n=4, tile_k=32, align=3)
 
 
 def test_half_sparse_bf16_reads_about_57_percent_of_dense():
@@ -55,13 +34,12 @@ def test_half_sparse_bf16_reads_about_57_percent_of_dense():
 
 
 @needs_triton
-@pytest.mark.parametrize("dtype,align", [(torch.float32, 1), (torch.bfloat16, 1), (torch.float16, 1),
-                                         (torch.float32, 8), (torch.bfloat16, 8)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("m,n,k", [(1, 37, 70), (3, 37, 70), (16, 16, 64)])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 1.0])
-def test_triton_matches_reference(dtype, align, m, n, k, sparsity):
+def test_triton_matches_reference(dtype, m, n, k, sparsity):
     w = sparse(n, k, sparsity, dtype)
-    p = pack(w, tile_n=16, tile_k=32, align=align)
+    p = pack(w, tile_n=16, tile_k=32)
     x = torch.randn(m, k).to(dtype).to(DEVICE)
     want = spmm(x, p, impl="ref")
     for split in (1, 2):
@@ -69,12 +47,11 @@ def test_triton_matches_reference(dtype, align, m, n, k, sparsity):
 
 
 @needs_triton
-@pytest.mark.parametrize("align", [1, 8])
-def test_triton_unpack_and_large_m(align):
+def test_triton_unpack_and_large_m():
     from sparsebench.kernels.spmm import triton as tri
 
     w = sparse(37, 70, 0.7, torch.float16)
-    p = pack(w, tile_n=16, tile_k=32, align=align)
+    p = pack(w, tile_n=16, tile_k=32)
     assert torch.equal(tri.unpack(p), w)
     x = torch.randn(20, 70).to(torch.float16).to(DEVICE)  # two M-tiles of the kernel
     assert_close(spmm(x, p, impl="triton"), spmm(x, p, impl="ref"))
@@ -102,15 +79,13 @@ def test_module_matches_reference_and_captures_in_a_graph(m):
 
 
 @needs_triton
-@pytest.mark.parametrize("align", [1, 8])
 @pytest.mark.parametrize("m", [1, 3, 20])  # the SpMM kernel, and (20 > DECODE_M) decode + GEMM
-def test_module_is_one_registered_op_eager_and_compiled(m, align):
+def test_module_is_one_registered_op_eager_and_compiled(m):
     """The forward is ``torch.ops.sparsebench.spmm_linear``: ``torch.compile`` keeps it whole
     (``fullgraph`` raises on a graph break), so nothing of its tuning is traced."""
     w = sparse(37, 70, 0.5, torch.float32)
     bias = torch.randn(37).to(DEVICE)
-    mod = SparseLinear(pack(w, tile_n=16, tile_k=32, align=align), bias)
-    assert mod.weight_zero_count() == (int((w == 0).sum()), w.numel())
+    mod = SparseLinear(pack(w, tile_n=16, tile_k=32), bias)
     x = torch.randn(2, m, 70).to(DEVICE)
     want = x @ w.t() + bias
     assert_close(mod(x), want)
