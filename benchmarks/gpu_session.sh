@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU lease, many steps: install, then each named step under its own time limit, every
 # output (records, logs) gathered into one archive under $OUT (the lease returns few files).
-#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP copy two4 spmm gemv dgemv sdattn int4 deq ncu bsa topk probe e2e kv prefill stages
-#   (t:OP = only tests/kernels/test_OP.py; INT4_ARGS, GEMV_ARGS: more int4 / sparse GEMV benchmark options; E2E_METHODS, E2E_PATH (one or more decode paths) choose the end-to-end runs;
+#   bash benchmarks/gpu_session.sh STEP...      steps: tests t:OP copy two4 spmm spmmncu gemv dgemv sdattn int4 deq ncu bsa topk probe e2e kv prefill stages
+#   (t:OP = only tests/kernels/test_OP.py; INT4_ARGS, GEMV_ARGS, SPMM_ARGS: more int4 / sparse GEMV / SpMM benchmark options; E2E_METHODS, E2E_PATH (one or more decode paths) choose the end-to-end runs;
 #   E2E_PREFILL: their prefill lengths (default 512 2048); E2E_ARGS: more benchgpu options; NCU_CONFIGS, NCU_SHAPE: the int4 kernel configs ncu reads; PROBE_ARGS, PROBE_LIMIT: the decode probe's options and
 #   time limit; the GPU's clocks, temperature and power are sampled every 250 ms into clocks.csv)
 # Records land in W/results/{runs,kernels}; copy them into results/ after checking them.
@@ -39,7 +39,7 @@ for s in "$@"; do
         tests) for f in tests/kernels/test_*.py; do step 120 python3 -m pytest -q -p no:cacheprovider "$f"; done ;;
         two4) step 150 python3 benchmarks/kernels/semi_structured.py --results "$R" --profile "$PROFILE" \
                   --ms 1 16 256 1024 2048 4096 8192 --shapes q_o gate_up down gate_up_fused ;;
-        spmm) step 90 python3 benchmarks/kernels/spmm.py --results "$R" --profile "$PROFILE" ;;
+        spmm) step ${SPMM_LIMIT:-240} python3 benchmarks/kernels/spmm.py --results "$R" --profile "$PROFILE" ${SPMM_ARGS:-} ;;
         gemv) step ${GEMV_LIMIT:-180} python3 benchmarks/kernels/sparse_gemv.py --results "$R" ${GEMV_ARGS:-} ;;
         int4) step ${INT4_LIMIT:-180} python3 benchmarks/kernels/int4_matmul.py --results "$R" ${INT4_ARGS:-} ;;
         deq) step ${DEQ_LIMIT:-120} python3 benchmarks/kernels/int4_dequant.py --results "$R" ;;
@@ -73,6 +73,12 @@ for s in "$@"; do
                      --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
                      python3 benchmarks/kernels/int4_profile.py --shape ${NCU_SHAPE:-down_proj} --config "$cfg"
              done ;;
+        spmmncu) for cfg in ${SPMM_NCU_CONFIGS:-r=16,w=8,k=1,d=8}; do  # hardware counters of one CUDA SpMM call
+                     step ${NCU_LIMIT:-90} ncu --clock-control none -k spmm_decode -s 2 -c 1 --section SpeedOfLight \
+                         --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
+                         --section InstructionStats --section LaunchStats \
+                         python3 benchmarks/kernels/spmm_profile.py --shape ${NCU_SHAPE:-gate_up} --config "$cfg"
+                 done ;;
         *) echo "unknown step $s" | tee -a "$LOG" ;;
     esac
 done

@@ -235,3 +235,18 @@ class RtcModule:
                       f"cuModuleGetFunction({name}) in {self.name}")
             self._functions[key] = RtcFunction(fn, name)
         return self._functions[key]
+
+
+_VARIANTS: dict[tuple, RtcModule] = {}
+
+
+def variant(path: os.PathLike | str, defines: dict[str, int]) -> RtcModule:
+    """The module of one source file compiled with ``-D`` ``defines`` (one per set of defines
+    in this process): how a kernel's configurations become separate small modules."""
+    key = (os.fspath(path), tuple(sorted(defines.items())))
+    if key not in _VARIANTS:
+        with open(key[0]) as f:
+            source = f.read()
+        _VARIANTS[key] = RtcModule(source, [f"-D{k}={v}" for k, v in defines.items()], name=os.path.basename(key[0]))
+    return _VARIANTS[key]
+

@@ -69,8 +69,6 @@ def why_not(m: int, n: int, k: int, group: int, dtype: torch.dtype, device: torc
     return None if major >= 8 else f"mma.sync bf16 needs compute capability 8.0 or newer, got {major}.x"
 
 
-_source: str | None = None
-_modules: dict[tuple, cuda_rtc.RtcModule] = {}
 
 
 def defines(dtype: torch.dtype, mt: int, config: Config, cpg: int, even: bool, threads: int,
@@ -84,14 +82,8 @@ def defines(dtype: torch.dtype, mt: int, config: Config, cpg: int, even: bool, t
 
 def _function(dtype: torch.dtype, mt: int, config: Config, cpg: int, even: bool, threads: int, group: int,
               device: torch.device) -> cuda_rtc.RtcFunction:
-    global _source
     defs = defines(dtype, mt, config, cpg, even, threads, group)
-    key = tuple(sorted(defs.items()))
-    if key not in _modules:
-        if _source is None:
-            _source = SOURCE_PATH.read_text()
-        _modules[key] = cuda_rtc.RtcModule(_source, [f"-D{k}={v}" for k, v in defs.items()], name="w4_mma.cu")
-    return _modules[key].function("w4_mma", device)
+    return cuda_rtc.variant(SOURCE_PATH, defs).function("w4_mma", device)
 
 
 @dataclass

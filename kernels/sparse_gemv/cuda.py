@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .. import cuda_rtc
-from ..launch import cdiv, pdl, sm_count
+from ..launch import cdiv, parse_int_label, pdl, sm_count
 from .registered import register
 
 SOURCE_PATH = Path(__file__).with_name("sparse_gemv.cu")
@@ -65,14 +65,7 @@ class Config:
     @classmethod
     def parse(cls, spec: str) -> Config:
         """``"w=8,ln=16,u=8,s=0"`` -> config (keys left out keep the defaults)."""
-        values: dict[str, int] = {}
-        try:
-            for part in filter(None, (p.strip() for p in spec.split(","))):
-                key, val = (s.strip() for s in part.split("="))
-                values[_KEYS[key]] = int(val)
-            return cls(**values)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(f"CUDA sparse GEMV config {spec!r}: expected e.g. '{cls().label()}' ({exc})") from None
+        return parse_int_label(cls, spec, _KEYS, "CUDA sparse GEMV")
 
 
 def default_config(n: int, k: int) -> Config:
@@ -178,18 +171,8 @@ def why_not(m: int, n: int, k: int, dtype: torch.dtype, device: torch.device,
     return why_not_shape(m, n, k, dtype, config, clusters=major >= 9)
 
 
-_source: str | None = None
-_modules: dict[tuple, cuda_rtc.RtcModule] = {}
-
-
 def _function(defs: dict[str, int], device: torch.device) -> cuda_rtc.RtcFunction:
-    global _source
-    key = tuple(sorted(defs.items()))
-    if key not in _modules:
-        if _source is None:
-            _source = SOURCE_PATH.read_text()
-        _modules[key] = cuda_rtc.RtcModule(_source, [f"-D{k}={v}" for k, v in defs.items()], name="sparse_gemv.cu")
-    return _modules[key].function("sparse_gemv", device)
+    return cuda_rtc.variant(SOURCE_PATH, defs).function("sparse_gemv", device)
 
 
 _PLANS: dict[tuple, Plan] = {}

@@ -1,10 +1,12 @@
-"""Unstructured sparse x dense matmul for decode-sized M: ``ref`` and ``triton`` paths.
+"""Unstructured sparse x dense matmul for decode-sized M: ``ref``, ``triton`` and ``cuda`` paths.
 
 ``spmm(x, packed, impl=...)`` computes ``x @ W^T`` from the packed form (``pack(W)``);
 ``SparseLinear.from_linear(lin)`` replaces a pruned ``nn.Linear`` and keeps only the
-packed weight. For M <= ``DECODE_M`` it runs the SpMM kernel; above, it decodes the weight
-into a scratch buffer on the device and runs cuBLAS (loading sparse pays only while the
-GEMM is memory-bound).
+packed weight. For M <= ``DECODE_M`` it runs an SpMM kernel: the CUDA one (``cuda.py``,
+1..8 rows of bf16/fp16, where NVRTC is found) else the Triton one; above, it decodes the
+weight into a scratch buffer on the device and runs cuBLAS (loading sparse pays only while
+the GEMM is memory-bound). On an H200 the CUDA kernel is 1.0-1.7x faster than the Triton one
+at M <= 8, and both are still slower than dense cuBLAS (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
@@ -78,8 +80,21 @@ def tune(packed: PackedWeight, m: int, log: list[str] | None = None) -> dict[str
     return _TUNED[key]
 
 
+def _cuda_bounds(packed: PackedWeight) -> torch.Tensor | None:
+    """The CUDA kernel's run table for this weight, or None where that kernel cannot take it
+    (not on a GPU, another dtype or tile shape)."""
+    from . import cuda
+
+    if not packed.values.is_cuda or packed.values.dtype not in (torch.bfloat16, torch.float16):
+        return None
+    if cuda.why_not_shape(1, *packed.shape, packed.values.dtype, packed):
+        return None
+    return cuda.chunk_bounds(packed, cuda.Config().rows)
+
+
 class SparseLinear(nn.Module):
-    """An unstructured-sparse linear layer holding only the packed weight (bitmask tiles)."""
+    """An unstructured-sparse linear layer holding only the packed weight (bitmask tiles),
+    plus, on a GPU, the CUDA kernel's table of run boundaries (derived, not saved)."""
 
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None, autotune: bool = True):
         super().__init__()
@@ -89,6 +104,7 @@ class SparseLinear(nn.Module):
         for name, t in packed.tensors().items():
             self.register_buffer(name, t)
         self.register_buffer("bias", bias)
+        self.register_buffer("bounds", _cuda_bounds(packed), persistent=False)
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, autotune: bool = True) -> SparseLinear:
@@ -113,7 +129,7 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # one registered op: torch.compile keeps it whole instead of tracing the tuning and
         # capture checks below (which broke CUDA-graph capture of a compiled decode step)
-        return torch.ops.sparsebench.spmm_linear(x, self.values, self.bits, self.row_start, self.bias,
+        return torch.ops.sparsebench.spmm_linear(x, self.values, self.bits, self.row_start, self.bias, self.bounds,
                                                  self.out_features, self.tile_n, self.tile_k, self.autotune)
 
     def extra_repr(self) -> str:
@@ -123,11 +139,12 @@ class SparseLinear(nn.Module):
 
 @torch.library.custom_op("sparsebench::spmm_linear", mutates_args=())
 def _spmm_linear(x: torch.Tensor, values: torch.Tensor, bits: torch.Tensor, row_start: torch.Tensor,
-                 bias: torch.Tensor | None, out_features: int, tile_n: int, tile_k: int,
-                 autotune: bool) -> torch.Tensor:
-    """``SparseLinear``'s forward: the SpMM kernel for up to ``DECODE_M`` rows (its launch
-    tuned on the first call of a shape and M bucket, never while a CUDA graph is being
-    captured), else the weight decoded on the device and one cuBLAS GEMM."""
+                 bias: torch.Tensor | None, bounds: torch.Tensor | None, out_features: int, tile_n: int,
+                 tile_k: int, autotune: bool) -> torch.Tensor:
+    """``SparseLinear``'s forward: for up to 8 rows with a run table (``bounds``), the CUDA
+    SpMM; for up to ``DECODE_M`` rows the Triton SpMM (its launch tuned on the first call of a
+    shape and M bucket, never while a CUDA graph is being captured); else the weight decoded on
+    the device and one cuBLAS GEMM."""
     in_features = x.shape[-1]
     p = PackedWeight(values, bits, row_start, (out_features, in_features), tile_n, tile_k)
     x2 = x.reshape(-1, in_features)
@@ -137,6 +154,11 @@ def _spmm_linear(x: torch.Tensor, values: torch.Tensor, bits: torch.Tensor, row_
 
         y = torch.nn.functional.linear(x2, tri.unpack(p), bias)
         return y.reshape(*x.shape[:-1], out_features)
+    if bounds is not None and m <= 8:
+        from . import cuda
+
+        if cuda.why_not(x2, p) is None:
+            return cuda.spmm_cuda(x2, p, bias, bounds=bounds).reshape(*x.shape[:-1], out_features)
     launch: dict[str, int] = {}
     if autotune and x.is_cuda and not torch.cuda.is_current_stream_capturing():
         launch = tune(p, m, TUNING_LOG)
@@ -146,5 +168,5 @@ def _spmm_linear(x: torch.Tensor, values: torch.Tensor, bits: torch.Tensor, row_
 
 
 @_spmm_linear.register_fake
-def _(x, values, bits, row_start, bias, out_features, tile_n, tile_k, autotune):
+def _(x, values, bits, row_start, bias, bounds, out_features, tile_n, tile_k, autotune):
     return x.new_empty((*x.shape[:-1], out_features))

@@ -70,6 +70,7 @@ def test_module_matches_reference_and_captures_in_a_graph(m):
     with torch.no_grad():
         lin.weight.copy_(sparse(96, 256, 0.5, torch.bfloat16))
     mod = SparseLinear.from_linear(lin)
+    assert mod.bounds is not None and "bounds" not in mod.state_dict()  # the CUDA kernel's table, derived
     zeros, total = mod.weight_zero_count()
     assert zeros == int((lin.weight == 0).sum()) and total == 96 * 256
     x = torch.randn(m, 256, device="cuda", dtype=torch.bfloat16)
