@@ -67,16 +67,22 @@ class LatencyComparison:
         """Dense median / method median."""
         return 1 / self.change.ratio if self.change.ratio else float("inf")
 
-    def text(self) -> str:
-        v = self.change.verdict
-        if v == "faster":
-            return f"{self.speedup:.2f}x faster"
-        if v == "slower":
-            return f"{self.change.ratio:.2f}x slower"
+    @property
+    def caveat(self) -> str:
+        """Why no change is claimed ("within noise ±19%"); empty when one is."""
         c = self.change
+        if c.verdict != "within noise":
+            return ""
         if 1 / (1 + c.band) <= c.ratio <= 1 + c.band:
-            return f"~{self.speedup:.2f}x (within noise ±{c.band:.0%})"
-        return f"~{self.speedup:.2f}x (not significant: p={c.p:.2g}, {c.n[1]} vs {c.n[0]} samples)"
+            return f"within noise ±{c.band:.0%}"
+        return f"not significant: p={c.p:.2g}, {c.n[1]} vs {c.n[0]} samples"
+
+    def text(self) -> str:
+        if self.caveat:
+            return f"~{self.speedup:.2f}x ({self.caveat})"
+        if self.change.verdict == "faster":
+            return f"{self.speedup:.2f}x faster"
+        return f"{self.change.ratio:.2f}x slower"
 
 
 def compare_latency(base: RunRecord, rec: RunRecord, metric: str, threshold: float = DEFAULT_LATENCY_THRESHOLD,
