@@ -37,7 +37,7 @@ Direction = Literal["lower", "higher", "none"]
 KernelChoice = Literal["auto", "ref", "fast"]
 Status = Literal["ok", "failed", "skipped"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class PluginConfig(BaseModel):
@@ -366,6 +366,11 @@ class RunRecord(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     metric_info: dict[str, MetricInfo] = Field(default_factory=dict)
     samples: dict[str, list[float]] = Field(default_factory=dict)
+    # ``{"prefill_b1_s128_ms": {"dense": [...], "method": [...]}}``: the dense baseline's model
+    # and this run's model timed in alternating rounds of one process, so that slow drift of
+    # the machine hits both alike (``sparsebench.measure.latency.measure_interleaved``). The
+    # dense-vs-method comparison uses these where present; ``samples`` stay this model's own.
+    interleaved: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
     env: dict[str, Any] = Field(default_factory=dict)
     hardware: dict[str, Any] = Field(default_factory=dict)
     kernels: dict[str, str] = Field(default_factory=dict)

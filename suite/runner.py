@@ -3,6 +3,12 @@
 A method run is always accompanied by its dense baseline in the same setting (same model,
 tasks, profile, measurement). The baseline is reused when a record with the same spec key
 was made on the same machine; otherwise it is measured first, in this process.
+
+On a CPU the method run's latency phase then loads the dense model once more and times it
+and the method's model in alternating rounds (``Runner._interleaved``): the dense record's
+own phase ran minutes earlier (or in another process, when reused), and slow drift of the
+machine between the two phases read as a 1.2-1.3x "speed-up" of unstructured pruning. That
+costs one model load and a second latency grid; the records' own samples stay as they were.
 """
 
 from __future__ import annotations
@@ -101,12 +107,15 @@ class Runner:
                 records.append(rec)
                 baseline_ref = {"run_id": rec.run_id, "spec_key": rec.spec_key, "reused": False}
         self.log(f"running method '{resolved.spec.method.name}'")
-        records.append(self._execute(resolved, baseline=baseline_ref, save=True))
+        reference = base if baseline_ref is not None else None
+        records.append(self._execute(resolved, baseline=baseline_ref, save=True, reference=reference))
         return records
 
     # ------------------------------------------------------------------ one run
 
-    def _execute(self, r: Resolved, baseline: dict[str, Any] | None, save: bool) -> RunRecord:
+    def _execute(self, r: Resolved, baseline: dict[str, Any] | None, save: bool,
+                 reference: Resolved | None = None) -> RunRecord:
+        """One run; ``reference`` (the resolved dense baseline) is timed beside it on a CPU."""
         import torch
 
         from .measure import memory
@@ -174,7 +183,7 @@ class Runner:
                 rec.add_metric(k, Metric(value=v, direction="lower", unit="bytes"))
             if spec.measure.enabled:
                 with self._phase(rec, "latency"):
-                    self._latency(rec, model, tok, texts, spec, device)
+                    self._latency(rec, model, tok, texts, spec, device, reference)
             if save and self.save_model:
                 with self._phase(rec, "save_model"):
                     self._save(model, tok, rec, r.method)
@@ -285,7 +294,8 @@ class Runner:
         rec.add_metric("zero_weights", Metric(value=zeros))
         rec.add_metric("model_stored_bytes", Metric(value=stored_bytes(model), direction="lower", unit="bytes"))
 
-    def _latency(self, rec: RunRecord, model: Any, tok: Any, texts: Any, spec: RunSpec, device: str) -> None:
+    def _latency(self, rec: RunRecord, model: Any, tok: Any, texts: Any, spec: RunSpec, device: str,
+                 reference: Resolved | None = None) -> None:
         m = spec.measure
         need = max(max(m.batch_sizes) * max(max(m.prefill_lengths), m.decode_context), 64)
         ids = (texts.evaluation_ids(tok, limit=need) if texts is not None
@@ -296,6 +306,9 @@ class Runner:
         fused = self._fuse(rec, model, ids, device, gpu if m.fuse_projections is None else m.fuse_projections)
         try:
             self._timed_grid(rec, model, ids, m, device, gpu)
+            if reference is not None and not gpu:  # after the memory peaks: two models are resident
+                with self._phase(rec, "latency_interleaved"):
+                    self._interleaved(rec, model, reference, ids, m, device, fused)
         finally:
             if fused:
                 from .measure.fuse import unfuse_projections_
@@ -323,6 +336,37 @@ class Runner:
             rec.add_metric("fused_projections_check_rel_err", Metric(value=check.rel_err))
         rec.notes.append(check.note())
         return check.report.count > 0
+
+    def _interleaved(self, rec: RunRecord, model: Any, reference: Resolved, ids: Any, m: Any, device: str,
+                     fused: bool) -> None:
+        """The dense model and this one timed in alternating rounds over the latency grid
+        (``rec.interleaved``). Not on a GPU: there each run is timed through CUDA graphs of
+        its own, and benchgpu isolates runs in processes instead. A failure here is a note,
+        never a failed run: the run's own latency is already measured."""
+        import gc
+
+        import torch
+
+        from .measure.fuse import fuse_checked_
+        from .measure.latency import interleaved_grid
+
+        dense = None
+        try:
+            torch.manual_seed(reference.spec.seed)
+            dense, _ = reference.source.load(getattr(torch, reference.spec.model.dtype), device)
+            reference.method.apply_(dense, ApplyContext(device=device, kernel=reference.spec.kernel, calibration=None,
+                                                        seed=reference.spec.seed, progress=self.progress))
+            if fused:  # time dense the way this model is timed
+                fuse_checked_(dense, ids[:16].reshape(1, -1).to(device))
+            self.log("timing dense and this method in alternating rounds")
+            got = interleaved_grid({"dense": dense, "method": model}, ids, m, device, self.progress)
+            rec.interleaved = {k: {n: [round(x, 4) for x in v] for n, v in d.items()} for k, d in got.items()}
+        except Exception as exc:
+            rec.notes.append(f"dense not timed beside the method ({type(exc).__name__}: {exc}); "
+                             "the comparison falls back to the two runs' own samples")
+        finally:
+            dense = None
+            gc.collect()
 
     def _timed_grid(self, rec: RunRecord, model: Any, ids: Any, m: Any, device: str, gpu: bool) -> None:
         from .measure import memory

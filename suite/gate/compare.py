@@ -76,19 +76,50 @@ def accuracy_row(name: str, b: float, c: float, direction: str, tol: Tolerance) 
     return Row(name, b, c, change, verdict, f"tolerance {tol.describe()}")
 
 
-def latency_row(name: str, b: list[float], c: list[float], s: Settings) -> Row:
-    mb, mc = percentile(b, 50), percentile(c, 50)
+@dataclass(frozen=True)
+class LatencyChange:
+    """Candidate latency samples against baseline ones. A change is called only when it is
+    larger than ``band`` (relative) *and* a one-sided Mann-Whitney test finds it (p < alpha):
+    a ratio of medians alone reads slow drift of the machine as a speed-up or a slowdown.
+    The gate and the printed comparison table both decide with this; they differ in ``band``."""
+
+    ratio: float  # candidate median / baseline median
+    p_slower: float
+    p_faster: float
+    band: float
+    alpha: float
+    n: tuple[int, int]  # candidate and baseline sample counts
+
+    @property
+    def verdict(self) -> Literal["slower", "faster", "within noise"]:
+        if self.ratio > 1 + self.band and self.p_slower < self.alpha:
+            return "slower"
+        if self.ratio < 1 / (1 + self.band) and self.p_faster < self.alpha:
+            return "faster"
+        return "within noise"
+
+    @property
+    def p(self) -> float:
+        """The p-value of the direction the medians point to."""
+        return self.p_slower if self.ratio >= 1 else self.p_faster
+
+
+def latency_change(base: list[float], cand: list[float], band: float = DEFAULT_LATENCY_THRESHOLD,
+                   alpha: float = DEFAULT_ALPHA) -> LatencyChange:
+    mb, mc = percentile(base, 50), percentile(cand, 50)
     ratio = mc / mb if mb > 0 else math.inf
-    p_slower = mann_whitney_greater(c, b)
-    p_faster = mann_whitney_greater(b, c)
-    verdict: Verdict = "pass"
-    if ratio > 1 + s.latency_threshold and p_slower < s.alpha:
-        verdict = "REGRESSION"
-    elif ratio < 1 / (1 + s.latency_threshold) and p_faster < s.alpha:
-        verdict = "improved"
-    p = p_slower if ratio >= 1 else p_faster
-    note = f"median of {len(c)} vs {len(b)}, ratio {ratio:.3f}, p={p:.3g}"
-    return Row(f"{name} (median)", mb, mc, _rel(mb, mc), verdict, note)
+    return LatencyChange(ratio, mann_whitney_greater(cand, base), mann_whitney_greater(base, cand),
+                         band, alpha, (len(cand), len(base)))
+
+
+_GATE_VERDICT: dict[str, Verdict] = {"slower": "REGRESSION", "faster": "improved", "within noise": "pass"}
+
+
+def latency_row(name: str, b: list[float], c: list[float], s: Settings) -> Row:
+    ch = latency_change(b, c, s.latency_threshold, s.alpha)
+    mb, mc = percentile(b, 50), percentile(c, 50)
+    note = f"median of {len(c)} vs {len(b)}, ratio {ch.ratio:.3f}, p={ch.p:.3g}"
+    return Row(f"{name} (median)", mb, mc, _rel(mb, mc), _GATE_VERDICT[ch.verdict], note)
 
 
 def memory_row(name: str, b: float, c: float, s: Settings) -> Row:

@@ -28,3 +28,10 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
         "sem": math.sqrt(var / n) if n > 1 else 0.0,
         "n": float(n),
     }
+
+
+def relative_spread(samples: Sequence[float]) -> float:
+    """(p90 - p10) / p50: how far repeated rounds of one measurement move, relative to their
+    median. A difference between two medians smaller than this is not evidence of anything."""
+    mid = percentile(samples, 50)
+    return (percentile(samples, 90) - percentile(samples, 10)) / mid if mid > 0 else 0.0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, get_origin
 
 from ..api import RunRecord
+from ..report import compare_latency
 from ..store import ResultsStore
 
 # first found wins: a KV-cache method is judged by the cache it holds, not the process peak
@@ -81,6 +82,9 @@ class Row:
     base: RunRecord | None
     accuracy: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # value, delta
     speedup: dict[str, float | None] = field(default_factory=dict)
+    # why a speed-up is not claimed ("within noise ±19%"; "" when it is), where both sides have
+    # samples: the comparison table's rule, so a leaderboard shows no drift as a speed-up either
+    noise: dict[str, str] = field(default_factory=dict)
     memory: float | None = None
     stored: float | None = None
 
@@ -108,7 +112,11 @@ def make_row(rec: RunRecord, by_id: dict[str, RunRecord]) -> Row:
         row.accuracy[key] = (v, None if b is None else v - b)
     for key in sorted(k for k in rec.metrics if k.endswith(LATENCY_SUFFIX)):
         b = base.metrics.get(key) if base else None
-        row.speedup[key] = b / rec.metrics[key] if b and rec.metrics[key] else None
+        cmp = compare_latency(base, rec, key) if base else None
+        if cmp is not None:  # from the samples the verdict is made of (interleaved ones first)
+            row.speedup[key], row.noise[key] = cmp.speedup, cmp.caveat
+        else:
+            row.speedup[key] = b / rec.metrics[key] if b and rec.metrics[key] else None
     mk = memory_key(rec)
     row.memory = rec.metrics.get(mk) if mk else None
     row.stored = rec.metrics.get(STORED_KEY)

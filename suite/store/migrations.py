@@ -8,6 +8,8 @@ History:
   durations were stored under ``timings``.
 - v2: ``metrics`` is a flat name -> number map (what tools and MLflow want), the rest of
   each metric moved to ``metric_info``; ``timings`` renamed ``phases``.
+- v3: ``interleaved`` holds dense and method latency samples timed in alternating rounds
+  of one process (older records have none: their comparison falls back to ``samples``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ def upgrade_1_to_2(rec: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: upgrade_1_to_2}
+def upgrade_2_to_3(rec: dict[str, Any]) -> dict[str, Any]:
+    return {**rec, "interleaved": {}, "schema_version": 3}
+
+
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: upgrade_1_to_2, 2: upgrade_2_to_3}
 
 
 def upgrade(rec: dict[str, Any], origin: str = "record") -> dict[str, Any]:

@@ -66,3 +66,20 @@ def test_kv_cache_rows_are_placed_by_the_kv_bytes_they_hold(data):
     rec = data.rows["20261102T000000Z-wanda-bbbbbb"].rec.model_copy(deep=True)
     rec.metrics["kv_bytes_held_mean"] = 3 * 2**20
     assert M.make_row(rec, {}).memory == 3 * 2**20
+
+
+def test_speed_ups_inside_the_noise_are_marked(data):
+    """With samples the leaderboard follows the comparison table's rule
+    (``tests/suite/test_report.py``): the interleaved pair first, a caveat when not claimed."""
+    wanda = data.rows["20261102T000000Z-wanda-bbbbbb"].rec.model_copy(deep=True)
+    base = data.rows["20261102T000000Z-wanda-bbbbbb"].base.model_copy(deep=True)
+    base.samples["prefill_b1_s128_ms"] = [200, 202, 204, 206, 208]
+    wanda.samples["prefill_b1_s128_ms"] = [100, 101, 102, 103, 104]  # own phases: 2x apart
+    row = M.make_row(wanda, {base.run_id: base})
+    assert row.speedup["prefill_b1_s128_ms_p50"] == pytest.approx(2.0) and row.noise["prefill_b1_s128_ms_p50"] == ""
+    wanda.interleaved["prefill_b1_s128_ms"] = {"dense": [300, 320, 340, 360, 380], "method": [310, 325, 335, 345, 360]}
+    row = M.make_row(wanda, {base.run_id: base})
+    assert row.speedup["prefill_b1_s128_ms_p50"] == pytest.approx(340 / 335)
+    assert row.noise["prefill_b1_s128_ms_p50"] == "within noise ±19%"
+    assert "decode_b1_c128_ms_p50" not in row.noise  # no samples: the ratio of p50s, unmarked
+    assert row.speedup["decode_b1_c128_ms_p50"] == pytest.approx(1.25)

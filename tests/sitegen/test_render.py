@@ -60,3 +60,19 @@ def test_run_page_has_environment(docs):
     assert '<td class="sb-dirty">True</td>' in page
     assert "<td>torch</td><td>2.13.0</td>" in page and "not installed" in page
     assert "Test CPU 9000" in page
+
+
+def test_a_speed_up_inside_the_noise_is_shown_with_its_band(results_dir, tmp_path):
+    from sparsebench.store import ResultsStore
+
+    store = ResultsStore(results_dir)
+    rec = store.get("20261102T000000Z-wanda-bbbbbb").model_copy(deep=True)
+    rec.run_id = "20261108T000000Z-wanda-noise1"
+    rec.created_at = "2026-11-08T00:00:00+00:00"
+    rec.interleaved["prefill_b1_s128_ms"] = {"dense": [300, 320, 340, 360, 380], "method": [310, 325, 335, 345, 360]}
+    store.write(rec)
+    methods, tasks = registry_info()
+    render_docs(M.load(results_dir), tmp_path / "docs", methods, tasks)
+    family = (tmp_path / "docs/families/pruning.md").read_text()
+    assert '~1.01× <small class="sb-noise">(within noise ±19%)</small>' in family
+    assert "1.25×" in family  # the fixture's runs without samples keep the ratio of their p50s
