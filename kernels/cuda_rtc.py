@@ -249,4 +249,3 @@ def variant(path: os.PathLike | str, defines: dict[str, int]) -> RtcModule:
             source = f.read()
         _VARIANTS[key] = RtcModule(source, [f"-D{k}={v}" for k, v in defines.items()], name=os.path.basename(key[0]))
     return _VARIANTS[key]
-

@@ -83,15 +83,10 @@ def spec_fields(spec: str, keys: dict[str, str]) -> dict[str, int]:
     return out
 
 
-def parse_int_label(cls: type, spec: str, keys: dict[str, str], what: str):
-    """``cls`` from a label such as ``"r=16,w=8"`` (short key -> field name in ``keys``, integer
-    values; fields left out keep their defaults), with one clear error for anything unreadable."""
-    values: dict[str, int] = {}
+def parse_int_label(cls: type, spec: str, keys: dict[str, str], prefix: str):
+    """``cls(**spec_fields(spec, keys))`` (fields left out keep their defaults), with one clear
+    error for anything unreadable: ``<prefix><spec>: expected e.g. '<default label>' (why)``."""
     try:
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            key, val = (s.strip() for s in part.split("="))
-            values[keys[key]] = int(val)
-        return cls(**values)
+        return cls(**spec_fields(spec, keys))
     except (KeyError, ValueError, TypeError) as exc:
-        raise ValueError(f"{what} config {spec!r}: expected e.g. '{cls().label()}' ({exc})") from None
-
+        raise ValueError(f"{prefix}{spec!r}: expected e.g. '{cls().label()}' ({exc})") from None

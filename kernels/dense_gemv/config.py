@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..launch import cdiv, is_pow2, next_pow2, spec_fields
+from ..launch import cdiv, is_pow2, next_pow2, parse_int_label
 
 ENV = "SPARSEBENCH_DENSE_GEMV_CONFIG"
 _KEYS = {"bn": "block_n", "bk": "block_k", "w": "num_warps", "s": "num_stages"}
@@ -38,10 +38,7 @@ class DenseGemvConfig:
 
     @classmethod
     def parse(cls, spec: str) -> DenseGemvConfig:
-        try:
-            return cls(**spec_fields(spec, _KEYS))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(f"dense GEMV config {spec!r}: expected e.g. '{cls().label()}' ({exc})") from None
+        return parse_int_label(cls, spec, _KEYS, "dense GEMV config ")
 
 
 # The config whose time summed over one 8B decode step's GEMVs was least in the H200 sweep of

@@ -65,7 +65,7 @@ class Config:
     @classmethod
     def parse(cls, spec: str) -> Config:
         """``"w=8,ln=16,u=8,s=0"`` -> config (keys left out keep the defaults)."""
-        return parse_int_label(cls, spec, _KEYS, "CUDA sparse GEMV")
+        return parse_int_label(cls, spec, _KEYS, "CUDA sparse GEMV config ")
 
 
 def default_config(n: int, k: int) -> Config:

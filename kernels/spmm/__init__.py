@@ -85,10 +85,8 @@ def _cuda_bounds(packed: PackedWeight) -> torch.Tensor | None:
     (not on a GPU, another dtype or tile shape)."""
     from . import cuda
 
-    if not packed.values.is_cuda or packed.values.dtype not in (torch.bfloat16, torch.float16):
-        return None
-    if cuda.why_not_shape(1, *packed.shape, packed.values.dtype, packed):
-        return None
+    if not packed.values.is_cuda or cuda.why_not_shape(1, *packed.shape, packed.values.dtype, packed):
+        return None  # (the dtype and the tile shape are what why_not_shape reads here)
     return cuda.chunk_bounds(packed, cuda.Config().rows)
 
 
@@ -154,10 +152,10 @@ def _spmm_linear(x: torch.Tensor, values: torch.Tensor, bits: torch.Tensor, row_
 
         y = torch.nn.functional.linear(x2, tri.unpack(p), bias)
         return y.reshape(*x.shape[:-1], out_features)
-    if bounds is not None and m <= 8:
+    if bounds is not None:
         from . import cuda
 
-        if cuda.why_not(x2, p) is None:
+        if cuda.why_not(x2, p) is None:  # 1..8 rows here, NVRTC found
             return cuda.spmm_cuda(x2, p, bias, bounds=bounds).reshape(*x.shape[:-1], out_features)
     launch: dict[str, int] = {}
     if autotune and x.is_cuda and not torch.cuda.is_current_stream_capturing():

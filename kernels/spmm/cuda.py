@@ -58,7 +58,7 @@ class Config:
     @classmethod
     def parse(cls, spec: str) -> Config:
         """``"r=16,w=4,k=1,d=6"`` -> config (keys left out keep the defaults)."""
-        return parse_int_label(cls, spec, _KEYS, "CUDA SpMM")
+        return parse_int_label(cls, spec, _KEYS, "CUDA SpMM config ")
 
 
 def compiled_rows(m: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..launch import cdiv, is_pow2, spec_fields
+from ..launch import cdiv, is_pow2, parse_int_label
 
 ENV = "SPARSEBENCH_DECODE_CONFIG"
 _KEYS = {"bn": "block_n", "w": "num_warps", "s": "num_stages", "p": "programs", "ms": "min_steps",
@@ -47,10 +47,7 @@ class DecodeConfig:
 
     @classmethod
     def parse(cls, spec: str) -> DecodeConfig:
-        try:
-            return cls(**spec_fields(spec, _KEYS))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(f"{ENV}={spec!r}: expected e.g. '{cls().label()}' ({exc})") from None
+        return parse_int_label(cls, spec, _KEYS, f"{ENV}=")
 
 
 DEFAULT = DecodeConfig()
