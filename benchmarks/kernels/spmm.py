@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="CUDA SpMM configurations to time at M <= 8 (none: Triton only)")
     args = p.parse_args(argv)
     log: list[str] = []
-    configs = tuple(cuda.Config.parse(c) for c in args.cuda_configs)
+    try:
+        configs = tuple(cuda.Config.parse(c) for c in args.cuda_configs)
+    except ValueError as exc:
+        p.error(str(exc))  # usage and the message, exit 2
     if configs and not cuda_rtc.available()[0]:
         log.append(f"CUDA SpMM not timed: {cuda_rtc.available()[1]}")
         configs = ()
